@@ -1,0 +1,80 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/pmhq/pm"
+)
+
+// Store is what the node needs from the database (implemented by repo.Store).
+// Every method checks the actor's project role inside its own transaction and
+// returns *pm.Error values for every failure a client may see: UNAUTHORIZED,
+// NOT_FOUND, CONFLICT, DELETE_BLOCKED, VALIDATION_ERROR, and UNAVAILABLE when
+// the database is slow or down.
+type Store interface {
+	// CreateWorkItem creates an item (editor role) or a project (any actor,
+	// who becomes its admin). With a client-chosen ID that exists already and
+	// was created by the same actor in the same project, it returns that item
+	// and created=false, changing nothing.
+	CreateWorkItem(ctx context.Context, actor pm.Actor, in pm.NewWorkItem) (item pm.WorkItem, created bool, err error)
+	// UpdateWorkItem applies a patch to the item at expectedVersion (editor
+	// role) and returns the new state and the fields that changed.
+	UpdateWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID, expectedVersion int64, patch pm.WorkItemPatch) (pm.WorkItem, []pm.FieldChange, error)
+	// DeleteWorkItem soft-deletes an item without live children (editor role);
+	// expectedVersion 0 accepts any version. It returns the tombstone.
+	DeleteWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID, expectedVersion int64) (pm.WorkItem, error)
+	// ListWorkItems reads a project (viewer role) in one snapshot.
+	ListWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkItemQuery) ([]pm.WorkItem, pm.Snapshot, error)
+	// ProjectRevision checks that the actor may view the project and returns
+	// its current revision.
+	ProjectRevision(ctx context.Context, actor pm.Actor, project uuid.UUID) (int64, error)
+	// PutMember adds a member or changes a member's role (admin role) and
+	// returns the members after the change; demoting the last admin fails.
+	PutMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID, role pm.Role) ([]pm.Member, error)
+	// RemoveMember removes a member (admin role) and returns the members
+	// after the change; removing the last admin fails.
+	RemoveMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID) ([]pm.Member, error)
+	// ListMembers lists a project's members by user id (viewer role).
+	ListMembers(ctx context.Context, actor pm.Actor, project uuid.UUID) ([]pm.Member, error)
+	// ListActivity reads a page of history, newest first (viewer role).
+	ListActivity(ctx context.Context, actor pm.Actor, q pm.ActivityQuery) ([]pm.ActivityEntry, error)
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+}
+
+// Fanout carries committed events to subscribers on every node (implemented
+// by pubsub.Hub). Events are encoded frames, forwarded byte for byte.
+type Fanout interface {
+	// Publish sends an event frame of a project to its subscribers on every
+	// node, except the subscriber whose ID is origin.
+	Publish(ctx context.Context, key pm.ProjectKey, revision int64, origin string, frame []byte) error
+	// PublishMemberRemoved tells every node to drop user's subscriptions to
+	// the project and to tell them so.
+	PublishMemberRemoved(ctx context.Context, key pm.ProjectKey, user uuid.UUID) error
+	// Subscribe adds a local subscriber of a project and returns once events
+	// of the project are flowing to this node.
+	Subscribe(ctx context.Context, key pm.ProjectKey, sub pm.Subscriber) error
+	// Unsubscribe removes a subscriber from a project.
+	Unsubscribe(key pm.ProjectKey, sub pm.Subscriber)
+	// UnsubscribeAll removes a subscriber from every project.
+	UnsubscribeAll(sub pm.Subscriber)
+}
+
+// Idempotency remembers the responses of mutating requests by
+// (tenant, user, message_id), across nodes (implemented by pubsub.Ledger).
+type Idempotency interface {
+	// Claim reserves the request's key. If a response was stored for it,
+	// Claim returns it as replay and the request must not run again. If
+	// another attempt still runs, Claim waits up to wait for its response and
+	// otherwise returns an UNAVAILABLE *pm.Error. Any other error means the
+	// ledger is out of reach: the caller proceeds without it.
+	Claim(ctx context.Context, key pm.RequestKey, wait time.Duration) (replay []byte, err error)
+	// Complete stores the response of a claimed request.
+	Complete(ctx context.Context, key pm.RequestKey, response []byte) error
+	// Release gives up a claim without a response (the request failed in a
+	// way worth retrying), so that a retry runs again.
+	Release(ctx context.Context, key pm.RequestKey) error
+}
