@@ -63,18 +63,19 @@ type Fanout interface {
 	UnsubscribeAll(sub pm.Subscriber)
 }
 
-// Idempotency remembers the responses of mutating requests by
-// (tenant, user, message_id), across nodes (implemented by pubsub.Ledger).
+// Idempotency remembers the responses of mutating requests by pm.RequestKey,
+// across nodes (implemented by pubsub.Ledger).
 type Idempotency interface {
-	// Claim reserves the request's key. If a response was stored for it,
-	// Claim returns it as replay and the request must not run again. If
-	// another attempt still runs, Claim waits up to wait for its response and
-	// otherwise returns an UNAVAILABLE *pm.Error. Any other error means the
-	// ledger is out of reach: the caller proceeds without it.
-	Claim(ctx context.Context, key pm.RequestKey, wait time.Duration) (replay []byte, err error)
-	// Complete stores the response of a claimed request.
-	Complete(ctx context.Context, key pm.RequestKey, response []byte) error
+	// Claim reserves the request's key and returns a token that proves the
+	// claim. If a response was stored for the key, Claim returns it as replay
+	// and the request must not run again. If another attempt still runs,
+	// Claim waits up to wait for its response and otherwise returns an
+	// UNAVAILABLE *pm.Error. Any other error means the ledger is out of
+	// reach: the caller proceeds without it.
+	Claim(ctx context.Context, key pm.RequestKey, wait time.Duration) (token string, replay []byte, err error)
+	// Complete stores the response of a request, if the claim is still token's.
+	Complete(ctx context.Context, key pm.RequestKey, token string, response []byte) error
 	// Release gives up a claim without a response (the request failed in a
 	// way worth retrying), so that a retry runs again.
-	Release(ctx context.Context, key pm.RequestKey) error
+	Release(ctx context.Context, key pm.RequestKey, token string) error
 }
