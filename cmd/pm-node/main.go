@@ -1,0 +1,347 @@
+// Command pm-node is the pm server: a stateless WebSocket node that serves
+// clients at /ws, stores work items in Postgres and fans events out to the
+// other nodes through Redis. Every setting is a flag with a matching PM_*
+// environment variable; run with no arguments it serves with the defaults.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pmhq/pm/node"
+	"github.com/pmhq/pm/pubsub"
+	"github.com/pmhq/pm/repo"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "pm-node:", err)
+		os.Exit(1)
+	}
+}
+
+// config is every setting of pm-node.
+type config struct {
+	DatabaseURL      string
+	RedisURL         string
+	RedisCluster     bool
+	RedisPrefix      string
+	JWTSecret        string
+	JWKSURL          string
+	JWTAudience      string
+	JWTIssuer        string
+	ListenAddr       string
+	AdminAddr        string
+	Migrate          bool
+	NodeID           string
+	AllowedOrigins   string
+	AllowRLSBypass   bool
+	DBAcquireTimeout time.Duration
+	DBStatementTime  time.Duration
+	DBMaxConns       int
+	RequestTimeout   time.Duration
+	MaxFrameBytes    int
+	SendQueueBytes   int
+	RatePerSecond    float64
+	RateBurst        int
+	IdempotencyTTL   time.Duration
+	HeadCheck        time.Duration
+	ShutdownTimeout  time.Duration
+	LogLevel         string
+	LogFormat        string
+}
+
+// parseConfig reads flags, each defaulting to its PM_* environment variable.
+func parseConfig(args []string, getenv func(string) string, output io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("pm-node", flag.ContinueOnError)
+	fs.SetOutput(output)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	str := func(p *string, name, envName, def, usage string) {
+		fs.StringVar(p, name, env(envName, def), usage+" ("+envName+")")
+	}
+	boolean := func(p *bool, name, envName string, def bool, usage string) {
+		v, err := strconv.ParseBool(env(envName, strconv.FormatBool(def)))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", envName, err))
+		}
+		fs.BoolVar(p, name, v, usage+" ("+envName+")")
+	}
+	duration := func(p *time.Duration, name, envName string, def time.Duration, usage string) {
+		v, err := time.ParseDuration(env(envName, def.String()))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", envName, err))
+		}
+		fs.DurationVar(p, name, v, usage+" ("+envName+")")
+	}
+	integer := func(p *int, name, envName string, def int, usage string) {
+		v, err := strconv.Atoi(env(envName, strconv.Itoa(def)))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", envName, err))
+		}
+		fs.IntVar(p, name, v, usage+" ("+envName+")")
+	}
+	float := func(p *float64, name, envName string, def float64, usage string) {
+		v, err := strconv.ParseFloat(env(envName, strconv.FormatFloat(def, 'g', -1, 64)), 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", envName, err))
+		}
+		fs.Float64Var(p, name, v, usage+" ("+envName+")")
+	}
+
+	str(&c.DatabaseURL, "database-url", "PM_DATABASE_URL", "postgres://pm_app:pm_app@127.0.0.1:5432/pm?sslmode=disable", "Postgres URL; the role must not be a superuser or BYPASSRLS")
+	str(&c.RedisURL, "redis-url", "PM_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (with -redis-cluster: redis://host:port?addr=host2:port2…)")
+	boolean(&c.RedisCluster, "redis-cluster", "PM_REDIS_CLUSTER", false, "Redis Cluster with sharded pub/sub (SSUBSCRIBE/SPUBLISH)")
+	str(&c.RedisPrefix, "redis-prefix", "PM_REDIS_PREFIX", "pm:", "prefix of every Redis key and channel")
+	str(&c.JWTSecret, "jwt-secret", "PM_JWT_SECRET", "", "HS256 secret for client tokens")
+	str(&c.JWKSURL, "jwt-jwks-url", "PM_JWT_JWKS_URL", "", "JWKS URL of an identity provider, for RS256/ES256 tokens")
+	str(&c.JWTAudience, "jwt-audience", "PM_JWT_AUDIENCE", "", "required aud claim, if set")
+	str(&c.JWTIssuer, "jwt-issuer", "PM_JWT_ISSUER", "", "required iss claim, if set")
+	str(&c.ListenAddr, "listen-addr", "PM_LISTEN_ADDR", ":8080", "client address (GET /ws)")
+	str(&c.AdminAddr, "admin-addr", "PM_ADMIN_ADDR", ":9090", "admin address (/metrics, /healthz, /readyz)")
+	boolean(&c.Migrate, "migrate", "PM_MIGRATE", true, "apply pending migrations at start (safe with several nodes)")
+	str(&c.NodeID, "node-id", "PM_NODE_ID", "", "name of this node in logs (default: host name)")
+	str(&c.AllowedOrigins, "allowed-origins", "PM_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect, * for any (default: same host only)")
+	boolean(&c.AllowRLSBypass, "allow-rls-bypass", "PM_ALLOW_RLS_BYPASS", false, "DEVELOPMENT ONLY: start even as a superuser/BYPASSRLS role, which row-level security does not bind")
+	duration(&c.DBAcquireTimeout, "db-acquire-timeout", "PM_DB_ACQUIRE_TIMEOUT", 2*time.Second, "longest wait for a database connection")
+	duration(&c.DBStatementTime, "db-statement-timeout", "PM_DB_STATEMENT_TIMEOUT", 5*time.Second, "longest a statement may run")
+	integer(&c.DBMaxConns, "db-max-conns", "PM_DB_MAX_CONNS", 0, "database pool size (0: pgx default)")
+	duration(&c.RequestTimeout, "request-timeout", "PM_REQUEST_TIMEOUT", 10*time.Second, "longest one request may take")
+	integer(&c.MaxFrameBytes, "max-frame-bytes", "PM_MAX_FRAME_BYTES", 256<<10, "largest frame a client may send (larger: close 1009)")
+	integer(&c.SendQueueBytes, "send-queue-bytes", "PM_SEND_QUEUE_BYTES", 4<<20, "bytes queued for one client before it is dropped as a slow consumer (close 4000)")
+	float(&c.RatePerSecond, "rate-per-second", "PM_RATE_PER_SECOND", 50, "requests per second per connection (negative: unlimited)")
+	integer(&c.RateBurst, "rate-burst", "PM_RATE_BURST", 100, "request burst per connection")
+	duration(&c.IdempotencyTTL, "idempotency-ttl", "PM_IDEMPOTENCY_TTL", time.Hour, "how long responses are kept for replays of a message_id")
+	duration(&c.HeadCheck, "head-check-interval", "PM_HEAD_CHECK_INTERVAL", 30*time.Second, "how often subscribed projects' revisions are compared with Postgres to catch lost events")
+	duration(&c.ShutdownTimeout, "shutdown-timeout", "PM_SHUTDOWN_TIMEOUT", 15*time.Second, "longest graceful shutdown")
+	str(&c.LogLevel, "log-level", "PM_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "PM_LOG_FORMAT", "json", "json or text")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if len(errs) > 0 {
+		return c, errors.Join(errs...)
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if c.NodeID == "" {
+		c.NodeID, _ = os.Hostname()
+	}
+	return c, nil
+}
+
+func newLogger(c config, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want json or text", c.LogFormat)
+}
+
+func newRedis(c config) (redis.UniversalClient, error) {
+	if c.RedisCluster {
+		opts, err := redis.ParseClusterURL(c.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("redis cluster URL: %w", err)
+		}
+		return redis.NewClusterClient(opts), nil
+	}
+	opts, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis URL: %w", err)
+	}
+	return redis.NewClient(opts), nil
+}
+
+// run starts the node and serves until ctx ends, then shuts down gracefully.
+// ready, if not nil, receives the bound client and admin addresses.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready func(client, admin net.Addr)) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	log = log.With("node", cfg.NodeID)
+
+	if cfg.Migrate {
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		err := repo.Migrate(mctx, cfg.DatabaseURL, log)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	store, err := repo.Open(ctx, repo.Config{
+		DatabaseURL:      cfg.DatabaseURL,
+		AcquireTimeout:   cfg.DBAcquireTimeout,
+		StatementTimeout: cfg.DBStatementTime,
+		MaxConns:         int32(cfg.DBMaxConns),
+		AllowRLSBypass:   cfg.AllowRLSBypass,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	rdb, err := newRedis(cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	hub, err := pubsub.NewHub(pubsub.HubConfig{
+		Redis:             rdb,
+		Prefix:            cfg.RedisPrefix,
+		Sharded:           cfg.RedisCluster,
+		HeadCheckInterval: cfg.HeadCheck,
+		Heads:             store,
+		Logger:            log,
+		Registerer:        reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer hub.Close()
+	ledger, err := pubsub.NewLedger(pubsub.LedgerConfig{
+		Redis:      rdb,
+		Prefix:     cfg.RedisPrefix,
+		TTL:        cfg.IdempotencyTTL,
+		Logger:     log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	authCtx, stopAuth := context.WithCancel(context.Background())
+	defer stopAuth()
+	auth, err := node.NewAuthenticator(authCtx, node.AuthConfig{
+		HMACSecret: []byte(cfg.JWTSecret),
+		JWKSURL:    cfg.JWKSURL,
+		Audience:   cfg.JWTAudience,
+		Issuer:     cfg.JWTIssuer,
+	})
+	if err != nil {
+		return err
+	}
+	var origins []string
+	for o := range strings.SplitSeq(cfg.AllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	srv, err := node.New(node.Config{
+		NodeID:         cfg.NodeID,
+		Store:          store,
+		Fanout:         hub,
+		Idempotency:    ledger,
+		Auth:           auth,
+		AllowedOrigins: origins,
+		MaxFrameBytes:  cfg.MaxFrameBytes,
+		SendQueueBytes: cfg.SendQueueBytes,
+		RequestTimeout: cfg.RequestTimeout,
+		RatePerSecond:  cfg.RatePerSecond,
+		RateBurst:      cfg.RateBurst,
+		Checks: map[string]func(context.Context) error{
+			"redis": func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		},
+		Logger:     log,
+		Registerer: reg,
+		Gatherer:   reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	clientLn, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return err
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		clientLn.Close()
+		return err
+	}
+	clientHTTP := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	adminHTTP := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- clientHTTP.Serve(clientLn) }()
+	go func() { errc <- adminHTTP.Serve(adminLn) }()
+	log.Info("serving", "listen_addr", clientLn.Addr().String(), "admin_addr", adminLn.Addr().String())
+	if ready != nil {
+		ready(clientLn.Addr(), adminLn.Addr())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	log.Info("stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	_ = clientHTTP.Shutdown(sctx) // stops accepting; WebSockets are hijacked and closed by srv
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("connections still open at shutdown deadline", "err", err)
+	}
+	_ = adminHTTP.Shutdown(sctx)
+	for range 2 - boolToInt(serveErr != nil) {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && serveErr == nil {
+			serveErr = err
+		}
+	}
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+func boolToInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,520 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pmhq/pm"
+	pmv1 "github.com/pmhq/pm/proto/pm/v1"
+)
+
+// operation names a request's payload for logs and metrics; "" for a
+// payload that is not a request.
+func operation(m *pmv1.WebSocketMessage) string {
+	switch m.Payload.(type) {
+	case *pmv1.WebSocketMessage_Subscribe:
+		return "subscribe"
+	case *pmv1.WebSocketMessage_Unsubscribe:
+		return "unsubscribe"
+	case *pmv1.WebSocketMessage_CreateWorkItemRequest:
+		return "create_work_item"
+	case *pmv1.WebSocketMessage_UpdateWorkItemRequest:
+		return "update_work_item"
+	case *pmv1.WebSocketMessage_DeleteWorkItemRequest:
+		return "delete_work_item"
+	case *pmv1.WebSocketMessage_GetWorkItemsRequest:
+		return "get_work_items"
+	case *pmv1.WebSocketMessage_AddProjectMemberRequest:
+		return "add_project_member"
+	case *pmv1.WebSocketMessage_RemoveProjectMemberRequest:
+		return "remove_project_member"
+	case *pmv1.WebSocketMessage_ListProjectMembersRequest:
+		return "list_project_members"
+	case *pmv1.WebSocketMessage_GetActivityRequest:
+		return "get_activity"
+	}
+	return ""
+}
+
+// mutating lists the operations that change data: they are idempotent by
+// message_id.
+var mutating = map[string]bool{
+	"create_work_item": true, "update_work_item": true, "delete_work_item": true,
+	"add_project_member": true, "remove_project_member": true,
+}
+
+// replayable says whether an error response is the request's final answer
+// (stored for replays) or a passing failure worth running again.
+func replayable(code string) bool {
+	switch code {
+	case pm.EUnavailable, pm.EInternal, pm.ERateLimited:
+		return false
+	}
+	return true
+}
+
+// event is a committed change to publish after the response.
+type event struct {
+	key      pm.ProjectKey
+	revision int64
+	msg      *pmv1.WebSocketMessage // the payload subscribers receive
+	removed  uuid.UUID              // a member removed from the project, instead of msg
+}
+
+// handle runs one request: idempotency claim, validation, authorization and
+// work (in dispatch), the response with the request's message_id, and the
+// event publication after commit. It logs one line per request.
+func (c *session) handle(req *pmv1.WebSocketMessage) {
+	start := c.srv.cfg.Now()
+	op := operation(req)
+	ctx, cancel := c.requestContext()
+	defer cancel()
+
+	outcome, frame, ev := c.respond(ctx, op, req)
+	c.enqueue(frame)
+	if ev != nil {
+		c.publish(ctx, ev)
+	}
+
+	elapsed := c.srv.cfg.Now().Sub(start)
+	c.srv.metrics.requests.WithLabelValues(op, outcome).Inc()
+	c.srv.metrics.requestSeconds.WithLabelValues(op).Observe(elapsed.Seconds())
+	c.srv.log.Info("request",
+		"message_id", req.MessageId, "tenant", c.actor.Tenant, "user", c.actor.User,
+		"op", op, "outcome", outcome, "duration_ms", float64(elapsed.Microseconds())/1000, "conn", c.id)
+}
+
+// respond produces the encoded response frame, the outcome for the log
+// ("ok", "replayed" or an error code) and the event to publish, if any.
+func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMessage) (outcome string, frame []byte, ev *event) {
+	var (
+		key     = pm.RequestKey{Tenant: c.actor.Tenant, User: c.actor.User, MessageID: req.MessageId}
+		ledger  = c.srv.cfg.Idempotency
+		token   string
+		claimed bool
+	)
+	if mutating[op] && ledger != nil {
+		tok, replay, err := ledger.Claim(ctx, key, c.srv.cfg.IdempotencyWait)
+		var perr *pm.Error
+		switch {
+		case err == nil && replay != nil:
+			c.srv.metrics.idempotency.WithLabelValues("replayed").Inc()
+			return "replayed", replay, nil
+		case err == nil:
+			c.srv.metrics.idempotency.WithLabelValues("claimed").Inc()
+			token, claimed = tok, true
+		case errors.As(err, &perr):
+			c.srv.metrics.idempotency.WithLabelValues("in_flight").Inc()
+			return perr.Code, c.encode(req.MessageId, errorPayload(perr)), nil
+		default:
+			c.srv.metrics.idempotency.WithLabelValues("degraded").Inc()
+			c.srv.log.Warn("idempotency ledger unavailable; running request without it",
+				"message_id", req.MessageId, "op", op, "err", err)
+		}
+	}
+
+	resp, ev, err := c.dispatch(ctx, req)
+	outcome = "ok"
+	if err != nil {
+		perr := c.publicError(ctx, op, req.MessageId, err)
+		resp, ev, outcome = errorPayload(perr), nil, perr.Code
+	}
+	frame = c.encode(req.MessageId, resp)
+	if claimed {
+		// The ledger gets its own short deadline: the request's may be spent.
+		lctx, cancel := context.WithTimeout(c.srv.ctx, time.Second)
+		defer cancel()
+		var lerr error
+		if outcome == "ok" || replayable(outcome) {
+			lerr = ledger.Complete(lctx, key, token, frame)
+		} else {
+			lerr = ledger.Release(lctx, key, token)
+		}
+		if lerr != nil {
+			c.srv.log.Warn("idempotency ledger: could not record the outcome", "message_id", req.MessageId, "err", lerr)
+		}
+	}
+	return outcome, frame, ev
+}
+
+// publicError turns any error into what the client may see. Timeouts are
+// UNAVAILABLE; errors without a *pm.Error are logged and become INTERNAL.
+func (c *session) publicError(ctx context.Context, op, messageID string, err error) *pm.Error {
+	var perr *pm.Error
+	if errors.As(err, &perr) {
+		return perr
+	}
+	if ctx.Err() != nil {
+		return &pm.Error{Code: pm.EUnavailable, Message: "the request timed out; retry", RetryAfterMillis: 1000}
+	}
+	c.srv.log.Error("request failed", "message_id", messageID, "op", op, "conn", c.id, "err", err)
+	return pm.AsError(err)
+}
+
+func errorPayload(e *pm.Error) *pmv1.WebSocketMessage {
+	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_Error{Error: wireError(e)}}
+}
+
+// encode sets the envelope of a response and encodes it.
+func (c *session) encode(messageID string, m *pmv1.WebSocketMessage) []byte {
+	m.MessageId = messageID
+	m.Timestamp = c.srv.cfg.Now().UnixMilli()
+	frame, err := proto.Marshal(m)
+	if err != nil { // cannot happen for messages the node builds
+		c.srv.log.Error("encode response", "message_id", messageID, "err", err)
+		frame, _ = proto.Marshal(&pmv1.WebSocketMessage{MessageId: messageID, Payload: &pmv1.WebSocketMessage_Error{
+			Error: &pmv1.Error{Code: pm.EInternal, Message: "internal error"},
+		}})
+	}
+	return frame
+}
+
+// publish sends a committed change to every subscriber of its project, on
+// every node. The event is encoded once; subscribers get these bytes.
+func (c *session) publish(ctx context.Context, ev *event) {
+	fanout := c.srv.cfg.Fanout
+	var err error
+	if ev.msg != nil {
+		frame, merr := proto.Marshal(c.push(ev.msg))
+		if merr != nil {
+			c.srv.log.Error("encode event", "err", merr)
+			return
+		}
+		err = fanout.Publish(ctx, ev.key, ev.revision, c.id, frame)
+		c.srv.metrics.eventsPublished.Inc()
+	} else {
+		err = fanout.PublishMemberRemoved(ctx, ev.key, ev.removed)
+	}
+	if err != nil {
+		c.srv.metrics.publishErrors.Inc()
+		c.srv.log.Warn("publish failed; other nodes' subscribers catch up by resync",
+			"project", ev.key.Project, "revision", ev.revision, "err", err)
+	}
+}
+
+// dispatch validates, authorizes (in the Store's transaction) and runs a
+// request, returning the response payload and the event to publish.
+func (c *session) dispatch(ctx context.Context, req *pmv1.WebSocketMessage) (*pmv1.WebSocketMessage, *event, error) {
+	switch p := req.Payload.(type) {
+	case *pmv1.WebSocketMessage_Subscribe:
+		return c.subscribe(ctx, p.Subscribe)
+	case *pmv1.WebSocketMessage_Unsubscribe:
+		return c.unsubscribe(p.Unsubscribe)
+	case *pmv1.WebSocketMessage_CreateWorkItemRequest:
+		return c.createWorkItem(ctx, p.CreateWorkItemRequest)
+	case *pmv1.WebSocketMessage_UpdateWorkItemRequest:
+		return c.updateWorkItem(ctx, p.UpdateWorkItemRequest)
+	case *pmv1.WebSocketMessage_DeleteWorkItemRequest:
+		return c.deleteWorkItem(ctx, p.DeleteWorkItemRequest)
+	case *pmv1.WebSocketMessage_GetWorkItemsRequest:
+		return c.getWorkItems(ctx, p.GetWorkItemsRequest)
+	case *pmv1.WebSocketMessage_AddProjectMemberRequest:
+		return c.addMember(ctx, p.AddProjectMemberRequest)
+	case *pmv1.WebSocketMessage_RemoveProjectMemberRequest:
+		return c.removeMember(ctx, p.RemoveProjectMemberRequest)
+	case *pmv1.WebSocketMessage_ListProjectMembersRequest:
+		return c.listMembers(ctx, p.ListProjectMembersRequest)
+	case *pmv1.WebSocketMessage_GetActivityRequest:
+		return c.getActivity(ctx, p.GetActivityRequest)
+	}
+	// checkEnvelope lets only requests through.
+	return nil, nil, fmt.Errorf("dispatch: unexpected payload %T", req.Payload)
+}
+
+func (c *session) createWorkItem(ctx context.Context, r *pmv1.CreateWorkItemRequest) (*pmv1.WebSocketMessage, *event, error) {
+	in, err := newWorkItem(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	item, created, err := c.srv.cfg.Store.CreateWorkItem(ctx, c.actor, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	msg := func() *pmv1.WebSocketMessage {
+		return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_WorkItemCreated{
+			WorkItemCreated: &pmv1.WorkItemCreated{WorkItem: wireWorkItem(&item)},
+		}}
+	}
+	if !created { // a retry of a create that already happened: nothing new to tell
+		return msg(), nil, nil
+	}
+	return msg(), c.changeEvent(item.ProjectID, item.Revision, msg()), nil
+}
+
+func (c *session) updateWorkItem(ctx context.Context, r *pmv1.UpdateWorkItemRequest) (*pmv1.WebSocketMessage, *event, error) {
+	id, err := pm.ParseID("work_item_id", r.WorkItemId, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.ExpectedVersion < 1 {
+		return nil, nil, pm.FieldErrorf("expected_version", "expected_version is required (the version you last saw)")
+	}
+	patch, err := workItemPatch(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	item, changes, err := c.srv.cfg.Store.UpdateWorkItem(ctx, c.actor, id, r.ExpectedVersion, patch)
+	if err != nil {
+		return nil, nil, err
+	}
+	msg := func() *pmv1.WebSocketMessage {
+		return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_WorkItemUpdated{
+			WorkItemUpdated: &pmv1.WorkItemUpdated{WorkItem: wireWorkItem(&item), Changes: wireChanges(changes)},
+		}}
+	}
+	if len(changes) == 0 { // every field already had its value: nothing committed
+		return msg(), nil, nil
+	}
+	return msg(), c.changeEvent(item.ProjectID, item.Revision, msg()), nil
+}
+
+func (c *session) deleteWorkItem(ctx context.Context, r *pmv1.DeleteWorkItemRequest) (*pmv1.WebSocketMessage, *event, error) {
+	id, err := pm.ParseID("work_item_id", r.WorkItemId, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.ExpectedVersion < 0 {
+		return nil, nil, pm.FieldErrorf("expected_version", "expected_version cannot be negative")
+	}
+	item, err := c.srv.cfg.Store.DeleteWorkItem(ctx, c.actor, id, r.ExpectedVersion)
+	if err != nil {
+		return nil, nil, err
+	}
+	msg := func() *pmv1.WebSocketMessage {
+		return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_WorkItemDeleted{
+			WorkItemDeleted: &pmv1.WorkItemDeleted{
+				WorkItemId: item.ID.String(), Revision: item.Revision,
+				ProjectId: item.ProjectID.String(), WorkItem: wireWorkItem(&item),
+			},
+		}}
+	}
+	return msg(), c.changeEvent(item.ProjectID, item.Revision, msg()), nil
+}
+
+func (c *session) changeEvent(project uuid.UUID, revision int64, msg *pmv1.WebSocketMessage) *event {
+	return &event{key: pm.ProjectKey{Tenant: c.actor.Tenant, Project: project}, revision: revision, msg: msg}
+}
+
+func (c *session) getWorkItems(ctx context.Context, r *pmv1.GetWorkItemsRequest) (*pmv1.WebSocketMessage, *event, error) {
+	project, err := pm.ParseID("project_id", r.ProjectId, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	q := pm.WorkItemQuery{ProjectID: project, SinceRevision: r.SinceRevision}
+	switch {
+	case r.SinceRevision < 0:
+		return nil, nil, pm.FieldErrorf("since_revision", "since_revision cannot be negative")
+	case r.SinceTimestamp < 0:
+		return nil, nil, pm.FieldErrorf("since_timestamp", "since_timestamp cannot be negative")
+	case r.SinceRevision > 0 && r.SinceTimestamp > 0:
+		return nil, nil, pm.FieldErrorf("since_timestamp", "give since_revision or since_timestamp, not both")
+	case r.SinceTimestamp > 0:
+		q.SinceTime = time.UnixMilli(r.SinceTimestamp)
+	}
+	items, snap, err := c.srv.cfg.Store.ListWorkItems(ctx, c.actor, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	list := &pmv1.WorkItemsList{
+		ProjectId:     project.String(),
+		AsOfRevision:  snap.Revision,
+		AsOfTimestamp: millis(snap.Time),
+		WorkItems:     make([]*pmv1.WorkItem, len(items)),
+	}
+	for i := range items {
+		list.WorkItems[i] = wireWorkItem(&items[i])
+	}
+	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_WorkItemsList{WorkItemsList: list}}, nil, nil
+}
+
+// projectIDs parses a Subscribe/Unsubscribe list: 1..limit UUIDs, duplicates
+// folded.
+func projectIDs(ids []string, limit int) ([]uuid.UUID, error) {
+	if len(ids) == 0 {
+		return nil, pm.FieldErrorf("project_ids", "project_ids is required")
+	}
+	if len(ids) > limit {
+		return nil, pm.FieldErrorf("project_ids", "at most %d projects per connection", limit)
+	}
+	seen := make(map[uuid.UUID]bool, len(ids))
+	out := make([]uuid.UUID, 0, len(ids))
+	for i, s := range ids {
+		id, err := pm.ParseID(fmt.Sprintf("project_ids[%d]", i), s, false)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// subscribe checks the view role on every project, then subscribes to all
+// of them, then reads their revisions: every event after the acknowledged
+// revision reaches the connection. It is all or nothing.
+func (c *session) subscribe(ctx context.Context, r *pmv1.Subscribe) (*pmv1.WebSocketMessage, *event, error) {
+	ids, err := projectIDs(r.ProjectIds, c.srv.cfg.MaxSubscriptions)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, fanout := c.srv.cfg.Store, c.srv.cfg.Fanout
+	var fresh []uuid.UUID
+	c.subMu.Lock()
+	for _, id := range ids {
+		if _, ok := c.subs[id]; !ok {
+			fresh = append(fresh, id)
+		}
+	}
+	total := len(c.subs) + len(fresh)
+	c.subMu.Unlock()
+	if total > c.srv.cfg.MaxSubscriptions {
+		return nil, nil, pm.FieldErrorf("project_ids", "at most %d projects per connection", c.srv.cfg.MaxSubscriptions)
+	}
+	for _, id := range fresh {
+		if _, err := store.ProjectRevision(ctx, c.actor, id); err != nil {
+			return nil, nil, err
+		}
+	}
+	for i, id := range fresh {
+		if err := fanout.Subscribe(ctx, pm.ProjectKey{Tenant: c.actor.Tenant, Project: id}, c); err != nil {
+			for _, done := range fresh[:i] {
+				fanout.Unsubscribe(pm.ProjectKey{Tenant: c.actor.Tenant, Project: done}, c)
+			}
+			return nil, nil, fmt.Errorf("subscribe %s: %w", id, err)
+		}
+	}
+	c.subMu.Lock()
+	for _, id := range fresh {
+		c.subs[id] = struct{}{}
+	}
+	c.subMu.Unlock()
+	ack := &pmv1.SubscribeAck{Revisions: make(map[string]int64, len(ids))}
+	for _, id := range ids {
+		rev, err := store.ProjectRevision(ctx, c.actor, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		ack.ProjectIds = append(ack.ProjectIds, id.String())
+		ack.Revisions[id.String()] = rev
+	}
+	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_SubscribeAck{SubscribeAck: ack}}, nil, nil
+}
+
+func (c *session) unsubscribe(r *pmv1.Unsubscribe) (*pmv1.WebSocketMessage, *event, error) {
+	ids, err := projectIDs(r.ProjectIds, c.srv.cfg.MaxSubscriptions)
+	if err != nil {
+		return nil, nil, err
+	}
+	ack := &pmv1.UnsubscribeAck{}
+	for _, id := range ids {
+		c.srv.cfg.Fanout.Unsubscribe(pm.ProjectKey{Tenant: c.actor.Tenant, Project: id}, c)
+		c.subMu.Lock()
+		delete(c.subs, id)
+		c.subMu.Unlock()
+		ack.ProjectIds = append(ack.ProjectIds, id.String())
+	}
+	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_UnsubscribeAck{UnsubscribeAck: ack}}, nil, nil
+}
+
+func memberIDs(projectID, userID string) (project, user uuid.UUID, err error) {
+	if project, err = pm.ParseID("project_id", projectID, false); err != nil {
+		return
+	}
+	user, err = pm.ParseID("user_id", userID, false)
+	return
+}
+
+func (c *session) addMember(ctx context.Context, r *pmv1.AddProjectMemberRequest) (*pmv1.WebSocketMessage, *event, error) {
+	project, user, err := memberIDs(r.ProjectId, r.UserId)
+	if err != nil {
+		return nil, nil, err
+	}
+	role, err := enumValue(roles, r.Role, "role")
+	if err != nil {
+		return nil, nil, err
+	}
+	if role == "" {
+		return nil, nil, pm.FieldErrorf("role", "role is required: viewer, editor or admin")
+	}
+	members, err := c.srv.cfg.Store.PutMember(ctx, c.actor, project, user, role)
+	if err != nil {
+		return nil, nil, err
+	}
+	return membersPayload(project, members), nil, nil
+}
+
+func (c *session) removeMember(ctx context.Context, r *pmv1.RemoveProjectMemberRequest) (*pmv1.WebSocketMessage, *event, error) {
+	project, user, err := memberIDs(r.ProjectId, r.UserId)
+	if err != nil {
+		return nil, nil, err
+	}
+	members, err := c.srv.cfg.Store.RemoveMember(ctx, c.actor, project, user)
+	if err != nil {
+		return nil, nil, err
+	}
+	ev := &event{key: pm.ProjectKey{Tenant: c.actor.Tenant, Project: project}, removed: user}
+	return membersPayload(project, members), ev, nil
+}
+
+func (c *session) listMembers(ctx context.Context, r *pmv1.ListProjectMembersRequest) (*pmv1.WebSocketMessage, *event, error) {
+	project, err := pm.ParseID("project_id", r.ProjectId, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	members, err := c.srv.cfg.Store.ListMembers(ctx, c.actor, project)
+	if err != nil {
+		return nil, nil, err
+	}
+	return membersPayload(project, members), nil, nil
+}
+
+func membersPayload(project uuid.UUID, members []pm.Member) *pmv1.WebSocketMessage {
+	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ProjectMembersList{
+		ProjectMembersList: wireMembers(project, members),
+	}}
+}
+
+func (c *session) getActivity(ctx context.Context, r *pmv1.GetActivityRequest) (*pmv1.WebSocketMessage, *event, error) {
+	project, err := pm.ParseID("project_id", r.ProjectId, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	item, err := pm.ParseID("work_item_id", r.WorkItemId, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.Limit < 0 || r.Limit > pm.ActivityPageMax {
+		return nil, nil, pm.FieldErrorf("limit", "limit must be between 1 and %d (0: %d)", pm.ActivityPageMax, pm.ActivityPageDefault)
+	}
+	q := pm.ActivityQuery{ProjectID: project, WorkItemID: item, Limit: int(r.Limit)}
+	if q.Limit == 0 {
+		q.Limit = pm.ActivityPageDefault
+	}
+	if r.PageToken != "" {
+		before, err := strconv.ParseInt(r.PageToken, 10, 64)
+		if err != nil || before < 1 {
+			return nil, nil, pm.FieldErrorf("page_token", "page_token is not one this server gave")
+		}
+		q.BeforeID = before
+	}
+	entries, err := c.srv.cfg.Store.ListActivity(ctx, c.actor, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	list := &pmv1.ActivityList{Entries: make([]*pmv1.ActivityEntry, len(entries))}
+	for i := range entries {
+		list.Entries[i] = wireActivity(&entries[i])
+	}
+	if len(entries) == q.Limit {
+		list.NextPageToken = strconv.FormatInt(entries[len(entries)-1].ID, 10)
+	}
+	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ActivityList{ActivityList: list}}, nil, nil
+}

@@ -1,0 +1,64 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's Prometheus instruments, all prefixed pm_.
+type metrics struct {
+	connections     prometheus.Gauge
+	upgrades        *prometheus.CounterVec
+	closes          *prometheus.CounterVec
+	requests        *prometheus.CounterVec
+	requestSeconds  *prometheus.HistogramVec
+	invalidFrames   prometheus.Counter
+	slowConsumers   prometheus.Counter
+	eventsPublished prometheus.Counter
+	publishErrors   prometheus.Counter
+	idempotency     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pm_connections", Help: "WebSocket connections open on this node.",
+		}),
+		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pm_upgrades_total", Help: "WebSocket upgrade attempts by result (ok, unauthorized, forbidden_origin, failed, draining).",
+		}, []string{"result"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pm_connection_closes_total", Help: "Connections closed by the node, by close code.",
+		}, []string{"code"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pm_requests_total", Help: "Requests handled, by operation and outcome (ok or an error code).",
+		}, []string{"op", "outcome"}),
+		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "pm_request_duration_seconds", Help: "Time from a request's arrival to its response being queued.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"op"}),
+		invalidFrames: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pm_invalid_frames_total", Help: "Frames that could not be decoded or had no known payload.",
+		}),
+		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pm_slow_consumer_disconnects_total", Help: "Connections closed because their send queue exceeded its byte limit.",
+		}),
+		eventsPublished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pm_events_published_total", Help: "Work item events published after commit.",
+		}),
+		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pm_event_publish_errors_total", Help: "Events whose publication to other nodes failed (they catch up by resync).",
+		}),
+		idempotency: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pm_idempotency_total", Help: "Mutating requests by idempotency outcome (claimed, replayed, in_flight, degraded).",
+		}, []string{"outcome"}),
+	}
+	for _, c := range []prometheus.Collector{
+		m.connections, m.upgrades, m.closes, m.requests, m.requestSeconds, m.invalidFrames,
+		m.slowConsumers, m.eventsPublished, m.publishErrors, m.idempotency,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

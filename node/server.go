@@ -1,0 +1,308 @@
+// Package node is pm's WebSocket server: it authenticates clients at the
+// upgrade, runs each connection (a reader, a request worker and a writer with
+// a byte-bounded send queue), decodes and validates requests, authorizes and
+// executes them through a Store, answers with the request's message_id,
+// publishes committed changes through a Fanout, and enforces the limits
+// (frame size, rate, subscriptions, send queue). It also serves the admin
+// endpoints: /metrics, /healthz and /readyz.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Close codes the node sends; docs/protocol.md lists them for clients.
+const (
+	CloseGoingAway     = 1001 // the node shuts down: reconnect (to another node)
+	CloseTooBig        = 1009 // a frame exceeded the size limit
+	CloseSlowConsumer  = 4000 // the send queue overflowed: reconnect, then resync
+	CloseTokenExpired  = 4500 // the token expired: get a new token before reconnecting
+	closeReasonTooSlow = "slow consumer: reconnect and resync"
+)
+
+// Config configures a Server. Zero values take the documented defaults.
+type Config struct {
+	// NodeID names this node in logs and subscriber ids. Default: a random id.
+	NodeID string
+	// Store is the database. Required.
+	Store Store
+	// Fanout carries events between nodes. Required.
+	Fanout Fanout
+	// Idempotency remembers responses of mutating requests; nil disables
+	// idempotency by message_id (client-chosen ids still make creates safe).
+	Idempotency Idempotency
+	// Auth verifies tokens. Required.
+	Auth *Authenticator
+	// AllowedOrigins lists browser origins allowed to connect ("*": any).
+	// Empty: only pages served from the node's own host.
+	AllowedOrigins []string
+	// MaxFrameBytes is the largest frame a client may send; a larger one
+	// closes its connection with 1009. Default 256 KiB.
+	MaxFrameBytes int
+	// SendQueueBytes bounds a connection's queued outgoing bytes; beyond it
+	// the connection is closed with 4000. Default 4 MiB.
+	SendQueueBytes int
+	// RequestTimeout bounds one request's work. Default 10s.
+	RequestTimeout time.Duration
+	// IdempotencyWait is how long a duplicate of a still-running request
+	// waits for its response. Default 2s.
+	IdempotencyWait time.Duration
+	// PingInterval is how often the node pings an idle client; a client
+	// silent for two intervals is dropped. Default 25s.
+	PingInterval time.Duration
+	// WriteTimeout bounds writing one frame to a client. Default 10s.
+	WriteTimeout time.Duration
+	// RatePerSecond and RateBurst limit requests per connection; beyond
+	// them requests get RATE_LIMITED. Defaults 50 and 100; negative: no limit.
+	RatePerSecond float64
+	RateBurst     int
+	// MaxSubscriptions bounds the projects one connection subscribes to.
+	// Default 100.
+	MaxSubscriptions int
+	// Checks are readiness checks run by /readyz besides the Store's Ping.
+	Checks map[string]func(context.Context) error
+	// Logger receives one line per request and the node's events. Default: slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the node's metrics. Default: a new registry.
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics. Default: prometheus.DefaultGatherer when
+	// Registerer is nil, else nothing is served unless set.
+	Gatherer prometheus.Gatherer
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() error {
+	if c.Store == nil || c.Fanout == nil || c.Auth == nil {
+		return errors.New("node: Store, Fanout and Auth are required")
+	}
+	if c.NodeID == "" {
+		c.NodeID = "node-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	}
+	setDefault(&c.MaxFrameBytes, 256<<10)
+	setDefault(&c.SendQueueBytes, 4<<20)
+	setDefault(&c.RequestTimeout, 10*time.Second)
+	setDefault(&c.IdempotencyWait, 2*time.Second)
+	setDefault(&c.PingInterval, 25*time.Second)
+	setDefault(&c.WriteTimeout, 10*time.Second)
+	setDefault(&c.RatePerSecond, 50)
+	setDefault(&c.RateBurst, 100)
+	setDefault(&c.MaxSubscriptions, 100)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		c.Registerer, c.Gatherer = reg, reg
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Server accepts WebSocket clients and serves their requests.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	upgrader *gws.Upgrader
+
+	ctx    context.Context // ends at Shutdown; parent of every request's context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	draining bool
+	seq      atomic.Uint64
+	wg       sync.WaitGroup // one per running connection
+
+	shutdownOnce sync.Once
+}
+
+// New makes a Server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("node: register metrics: %w", err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger.With("node", cfg.NodeID),
+		metrics:  m,
+		sessions: make(map[*session]struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.upgrader = gws.NewUpgrader(&events{}, &gws.ServerOption{
+		ReadMaxPayloadSize: cfg.MaxFrameBytes,
+		HandshakeTimeout:   5 * time.Second,
+		Recovery:           gws.Recovery,
+		Logger:             gwsLogger{s.log},
+	})
+	return s, nil
+}
+
+// Handler serves the client endpoints: GET /ws.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", s.serveWS)
+	return mux
+}
+
+// AdminHandler serves /metrics, /healthz (the process is up) and /readyz
+// (the node accepts clients and its dependencies answer).
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	if s.cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.serveReady)
+	return mux
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]func(context.Context) error{"postgres": s.cfg.Store.Ping}
+	for name, check := range s.cfg.Checks {
+		checks[name] = check
+	}
+	for name, check := range checks {
+		if err := check(ctx); err != nil {
+			http.Error(w, name+": "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// serveWS authenticates, checks the origin and upgrades. Refusals happen
+// before the upgrade, as plain HTTP: 401 for a bad token, 403 for an origin.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !originAllowed(r, s.cfg.AllowedOrigins) {
+		s.metrics.upgrades.WithLabelValues("forbidden_origin").Inc()
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	token := bearerToken(r)
+	if token == "" {
+		s.metrics.upgrades.WithLabelValues("unauthorized").Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="pm"`)
+		http.Error(w, "missing bearer token", http.StatusUnauthorized)
+		return
+	}
+	id, err := s.cfg.Auth.Verify(token)
+	if err != nil {
+		s.metrics.upgrades.WithLabelValues("unauthorized").Inc()
+		s.log.Info("refused token", "remote", r.RemoteAddr, "err", err)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="pm", error="invalid_token"`)
+		http.Error(w, "invalid token", http.StatusUnauthorized)
+		return
+	}
+	sess := s.newSession(id)
+	if !s.track(sess) {
+		s.metrics.upgrades.WithLabelValues("draining").Inc()
+		http.Error(w, "node is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.untrack(sess)
+	conn, err := s.upgrader.Upgrade(w, r)
+	if err != nil {
+		s.metrics.upgrades.WithLabelValues("failed").Inc()
+		s.log.Info("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	s.metrics.upgrades.WithLabelValues("ok").Inc()
+	conn.Session().Store(sessionKey, sess)
+	sess.run(conn)
+}
+
+// track registers a session unless the server is draining.
+func (s *Server) track(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting connections, closes every connection with 1001
+// (going away), a bounded number at a time, and waits for them to finish or
+// for ctx to end. The caller shuts the http.Server down first or after; it
+// does not close hijacked WebSockets. Safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		s.mu.Lock()
+		s.draining = true
+		all := make([]*session, 0, len(s.sessions))
+		for sess := range s.sessions {
+			all = append(all, sess)
+		}
+		s.mu.Unlock()
+		s.log.Info("shutting down", "connections", len(all))
+		const batch = 64
+		for i, sess := range all {
+			sess.close(CloseGoingAway, "node shutting down")
+			if i%batch == batch-1 {
+				time.Sleep(10 * time.Millisecond) // let clients spread their reconnects
+			}
+		}
+	})
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel() // abort requests still running
+		return fmt.Errorf("node: shutdown: %w", ctx.Err())
+	}
+}
+
+// gwsLogger routes gws's internal errors (e.g. recovered panics) to slog.
+type gwsLogger struct{ log *slog.Logger }
+
+func (l gwsLogger) Error(v ...any) { l.log.Error("websocket", "detail", fmt.Sprint(v...)) }

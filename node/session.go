@@ -1,0 +1,356 @@
+package node
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/lxzan/gws"
+	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pmhq/pm"
+	pmv1 "github.com/pmhq/pm/proto/pm/v1"
+)
+
+const sessionKey = "pm.session"
+
+// inboxSize bounds the decoded requests waiting for a connection's worker;
+// when it is full the reader stops reading, which pushes back on the client.
+const inboxSize = 32
+
+// session is one client connection. Three goroutines serve it: the reader
+// (gws's ReadLoop, on the HTTP handler's goroutine), the worker, which runs
+// requests one at a time in arrival order, and the writer, which drains the
+// byte-bounded send queue. The reader returns only after the other two.
+type session struct {
+	srv     *Server
+	id      string // unique in the cluster: node id / sequence
+	actor   pm.Actor
+	expires time.Time
+	limiter *rate.Limiter
+	conn    *gws.Conn
+
+	inbox chan *pmv1.WebSocketMessage
+	done  chan struct{} // closed when the reader has stopped
+	wg    sync.WaitGroup
+
+	mu          sync.Mutex
+	queue       [][]byte
+	queuedBytes int
+	closing     bool // a close frame is pending or sent; nothing more is queued
+	closeCode   uint16
+	closeReason string
+	wake        chan struct{} // capacity 1: the writer has work
+
+	subMu sync.Mutex
+	subs  map[uuid.UUID]struct{}
+}
+
+var _ pm.Subscriber = (*session)(nil)
+
+func (s *Server) newSession(id Identity) *session {
+	sess := &session{
+		srv:     s,
+		id:      s.cfg.NodeID + "/" + strconv.FormatUint(s.seq.Add(1), 10),
+		actor:   id.Actor,
+		expires: id.Expires,
+		inbox:   make(chan *pmv1.WebSocketMessage, inboxSize),
+		done:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		subs:    make(map[uuid.UUID]struct{}),
+	}
+	if s.cfg.RatePerSecond > 0 {
+		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RatePerSecond), s.cfg.RateBurst)
+	}
+	return sess
+}
+
+// run serves the connection until it closes.
+func (c *session) run(conn *gws.Conn) {
+	c.conn = conn
+	log := c.srv.log.With("conn", c.id, "tenant", c.actor.Tenant, "user", c.actor.User)
+	c.srv.metrics.connections.Inc()
+	defer c.srv.metrics.connections.Dec()
+	log.Info("connected", "remote", conn.RemoteAddr().String())
+
+	c.wg.Add(2)
+	go c.writeLoop()
+	go c.work()
+	_ = conn.SetReadDeadline(c.srv.cfg.Now().Add(2 * c.srv.cfg.PingInterval))
+	conn.ReadLoop() // returns when the connection is closed, by either side
+	close(c.done)
+	c.srv.cfg.Fanout.UnsubscribeAll(c)
+	c.wg.Wait()
+	log.Info("disconnected")
+}
+
+// events adapts gws's callbacks to sessions. gws recovers panics only in
+// OnMessage; the other callbacks do nothing that can panic.
+type events struct{}
+
+func sessionOf(conn *gws.Conn) *session {
+	v, _ := conn.Session().Load(sessionKey)
+	return v.(*session)
+}
+
+func (events) OnOpen(*gws.Conn) {}
+
+func (events) OnClose(*gws.Conn, error) {}
+
+func (events) OnPing(conn *gws.Conn, payload []byte) {
+	c := sessionOf(conn)
+	c.refreshDeadline()
+	_ = conn.WritePong(payload)
+}
+
+func (events) OnPong(conn *gws.Conn, _ []byte) { sessionOf(conn).refreshDeadline() }
+
+// OnMessage decodes a frame and hands it to the worker. Bad frames are
+// answered here, so a flood of garbage cannot queue up work.
+func (events) OnMessage(conn *gws.Conn, msg *gws.Message) {
+	defer msg.Close()
+	c := sessionOf(conn)
+	c.refreshDeadline()
+	if msg.Opcode != gws.OpcodeBinary {
+		c.srv.metrics.invalidFrames.Inc()
+		c.sendError("", &pm.Error{Code: pm.EInvalid, Message: "frames must be binary protobuf WebSocketMessage"})
+		return
+	}
+	var req pmv1.WebSocketMessage
+	if err := proto.Unmarshal(msg.Bytes(), &req); err != nil {
+		c.srv.metrics.invalidFrames.Inc()
+		c.sendError("", &pm.Error{Code: pm.EInvalid, Message: "frame is not a valid WebSocketMessage"})
+		return
+	}
+	if err := checkEnvelope(&req); err != nil {
+		c.srv.metrics.invalidFrames.Inc()
+		c.sendError(replyID(&req), err)
+		return
+	}
+	if c.limiter != nil && !c.limiter.Allow() {
+		c.srv.metrics.requests.WithLabelValues(operation(&req), pm.ERateLimited).Inc()
+		c.sendError(req.MessageId, &pm.Error{
+			Code: pm.ERateLimited, Message: "too many requests on this connection",
+			RetryAfterMillis: int64(1000 / c.srv.cfg.RatePerSecond),
+		})
+		return
+	}
+	select {
+	case c.inbox <- &req:
+	case <-c.done:
+	}
+}
+
+// checkEnvelope checks what every request needs: a usable message_id and a
+// payload a client may send.
+func checkEnvelope(m *pmv1.WebSocketMessage) *pm.Error {
+	switch {
+	case m.MessageId == "":
+		return &pm.Error{Code: pm.EInvalid, Field: "message_id", Message: "message_id is required"}
+	case len(m.MessageId) > pm.MessageIDMaxBytes:
+		return &pm.Error{Code: pm.EInvalid, Field: "message_id", Message: "message_id is longer than " + strconv.Itoa(pm.MessageIDMaxBytes) + " bytes"}
+	case !validMessageID(m.MessageId):
+		return &pm.Error{Code: pm.EInvalid, Field: "message_id", Message: "message_id must be printable ASCII"}
+	}
+	if operation(m) == "" {
+		return &pm.Error{Code: pm.EInvalid, Field: "payload", Message: "unknown or missing payload: not a request"}
+	}
+	return nil
+}
+
+func validMessageID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// replyID is the message_id to answer with: the request's, when it is usable.
+func replyID(m *pmv1.WebSocketMessage) string {
+	if len(m.MessageId) <= pm.MessageIDMaxBytes && validMessageID(m.MessageId) {
+		return m.MessageId
+	}
+	return ""
+}
+
+func (c *session) refreshDeadline() {
+	_ = c.conn.SetReadDeadline(c.srv.cfg.Now().Add(2 * c.srv.cfg.PingInterval))
+}
+
+// work runs requests in arrival order until the reader stops, and closes
+// the connection when its token expires.
+func (c *session) work() {
+	defer c.wg.Done()
+	expiry := time.NewTimer(max(c.expires.Sub(c.srv.cfg.Now()), 0))
+	defer expiry.Stop()
+	for {
+		select {
+		case req := <-c.inbox:
+			c.handle(req)
+		case <-expiry.C:
+			c.close(CloseTokenExpired, "token expired")
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// writeLoop writes queued frames and pings until the reader stops. After a
+// close was requested it writes the close frame and ends the connection.
+func (c *session) writeLoop() {
+	defer c.wg.Done()
+	ping := time.NewTicker(c.srv.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-ping.C:
+			_ = c.conn.SetWriteDeadline(c.srv.cfg.Now().Add(c.srv.cfg.WriteTimeout))
+			if err := c.conn.WritePing(nil); err != nil {
+				c.abort()
+				return
+			}
+		case <-c.wake:
+			for {
+				c.mu.Lock()
+				if len(c.queue) == 0 {
+					closing, code, reason := c.closing, c.closeCode, c.closeReason
+					c.mu.Unlock()
+					if closing {
+						_ = c.conn.SetWriteDeadline(c.srv.cfg.Now().Add(time.Second))
+						_ = c.conn.WriteClose(code, []byte(reason))
+						c.srv.metrics.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
+						c.abort()
+						return
+					}
+					break
+				}
+				frame := c.queue[0]
+				c.queue[0] = nil
+				c.queue = c.queue[1:]
+				c.queuedBytes -= len(frame)
+				c.mu.Unlock()
+				_ = c.conn.SetWriteDeadline(c.srv.cfg.Now().Add(c.srv.cfg.WriteTimeout))
+				if err := c.conn.WriteMessage(gws.OpcodeBinary, frame); err != nil {
+					c.abort()
+					return
+				}
+			}
+		}
+	}
+}
+
+// abort ends the connection without a close handshake; the reader sees
+// the error and stops.
+func (c *session) abort() { _ = c.conn.NetConn().Close() }
+
+// enqueue queues a frame for the writer without blocking. A connection
+// whose queue would exceed its byte limit is a slow consumer: its queue is
+// dropped and it is closed with 4000, so it reconnects and resyncs.
+func (c *session) enqueue(frame []byte) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	// A frame larger than the whole limit still goes out alone, after the queue drained.
+	if c.queuedBytes > 0 && c.queuedBytes+len(frame) > c.srv.cfg.SendQueueBytes {
+		c.queue, c.queuedBytes = nil, 0
+		c.closing, c.closeCode, c.closeReason = true, CloseSlowConsumer, closeReasonTooSlow
+		c.mu.Unlock()
+		c.srv.metrics.slowConsumers.Inc()
+		c.srv.log.Warn("slow consumer disconnected", "conn", c.id, "limit_bytes", c.srv.cfg.SendQueueBytes)
+		c.signal()
+		return
+	}
+	c.queue = append(c.queue, frame)
+	c.queuedBytes += len(frame)
+	c.mu.Unlock()
+	c.signal()
+}
+
+// close sends a close frame with code after the frames already queued.
+func (c *session) close(code uint16, reason string) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing, c.closeCode, c.closeReason = true, code, reason
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *session) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send encodes and queues a message.
+func (c *session) send(m *pmv1.WebSocketMessage) {
+	frame, err := proto.Marshal(m)
+	if err != nil {
+		c.srv.log.Error("encode message", "conn", c.id, "err", err)
+		return
+	}
+	c.enqueue(frame)
+}
+
+func (c *session) sendError(messageID string, e *pm.Error) {
+	c.send(&pmv1.WebSocketMessage{
+		MessageId: messageID,
+		Timestamp: c.srv.cfg.Now().UnixMilli(),
+		Payload:   &pmv1.WebSocketMessage_Error{Error: wireError(e)},
+	})
+}
+
+// SubscriberID implements pm.Subscriber.
+func (c *session) SubscriberID() string { return c.id }
+
+// UserID implements pm.Subscriber.
+func (c *session) UserID() uuid.UUID { return c.actor.User }
+
+// Deliver implements pm.Subscriber: the frame is shared, never modified.
+func (c *session) Deliver(frame []byte) { c.enqueue(frame) }
+
+// ResyncRequired implements pm.Subscriber.
+func (c *session) ResyncRequired(project uuid.UUID, reason string) {
+	c.send(c.push(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ResyncRequired{
+		ResyncRequired: &pmv1.ResyncRequired{ProjectIds: []string{project.String()}, Reason: reason},
+	}}))
+}
+
+// SubscriptionRevoked implements pm.Subscriber.
+func (c *session) SubscriptionRevoked(project uuid.UUID, reason string) {
+	c.subMu.Lock()
+	delete(c.subs, project)
+	c.subMu.Unlock()
+	c.send(c.push(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_SubscriptionRevoked{
+		SubscriptionRevoked: &pmv1.SubscriptionRevoked{ProjectId: project.String(), Reason: reason},
+	}}))
+}
+
+// push stamps a server-initiated message with a fresh message_id, so that
+// clients can tell it from the response to one of their requests.
+func (c *session) push(m *pmv1.WebSocketMessage) *pmv1.WebSocketMessage {
+	return stampPush(m, c.srv.cfg.Now())
+}
+
+func stampPush(m *pmv1.WebSocketMessage, now time.Time) *pmv1.WebSocketMessage {
+	m.MessageId = "srv-" + uuid.NewString()
+	m.Timestamp = now.UnixMilli()
+	return m
+}
+
+// requestContext bounds one request's work; it ends early at shutdown.
+func (c *session) requestContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.srv.ctx, c.srv.cfg.RequestTimeout)
+}
