@@ -1,0 +1,155 @@
+package node_test
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pmhq/pm"
+	"github.com/pmhq/pm/node/nodetest"
+	pmv1 "github.com/pmhq/pm/proto/pm/v1"
+)
+
+// Two nodes sharing Postgres and Redis behave as one service.
+
+func TestEventsCrossNodes(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{Nodes: 2})
+	tenant, alice, bob := "acme", uuid.New(), uuid.New()
+	a1 := nodetest.Dial(t, c.Nodes[0].URL(), c.Token(tenant, alice))
+	b2 := nodetest.Dial(t, c.Nodes[1].URL(), c.Token(tenant, bob))
+	project := mustCreate(t, a1, &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "P"})
+	resp, _ := a1.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_AddProjectMemberRequest{AddProjectMemberRequest: &pmv1.AddProjectMemberRequest{
+		ProjectId: project.Id, UserId: bob.String(), Role: pmv1.ProjectRole_PROJECT_ROLE_EDITOR}}})
+	if resp.GetProjectMembersList() == nil {
+		t.Fatal(resp)
+	}
+	ack := subscribe(t, b2, project.Id)
+	// Alice's second connection, on node 2 too: a user's other tabs get events.
+	a2 := nodetest.Dial(t, c.Nodes[1].URL(), c.Token(tenant, alice))
+	subscribe(t, a2, project.Id)
+
+	task := mustCreate(t, a1, &pmv1.CreateWorkItemRequest{ProjectId: project.Id, ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_TASK, Title: "cross"})
+	for _, conn := range []*nodetest.Conn{b2, a2} {
+		ev := conn.Next(wait).GetWorkItemCreated()
+		if ev.GetWorkItem().GetId() != task.Id || ev.WorkItem.Revision != ack.Revisions[project.Id]+1 {
+			t.Fatalf("event on node 2: %v", ev)
+		}
+	}
+
+	// Concurrent conflicting updates through both nodes: exactly one wins.
+	var wg sync.WaitGroup
+	results := make([]*pmv1.WebSocketMessage, 2)
+	for i, conn := range []*nodetest.Conn{a1, b2} {
+		wg.Go(func() {
+			results[i] = update(conn, &pmv1.UpdateWorkItemRequest{WorkItemId: task.Id, ExpectedVersion: 1, Title: proto.String("by " + string(rune('A'+i)))})
+		})
+	}
+	wg.Wait()
+	wins := 0
+	for _, r := range results {
+		switch {
+		case r.GetWorkItemUpdated() != nil:
+			wins++
+		case r.GetError().GetCode() == pm.EConflict && r.GetError().CurrentVersion == 2:
+		default:
+			t.Fatalf("unexpected answer %v", r)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d updates won", wins)
+	}
+}
+
+func TestIdempotentRetryOnAnotherNode(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{Nodes: 2})
+	user := uuid.New()
+	conn1 := nodetest.Dial(t, c.Nodes[0].URL(), c.Token("acme", user))
+	project := mustCreate(t, conn1, &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "P"})
+	req := func() *pmv1.WebSocketMessage {
+		return &pmv1.WebSocketMessage{MessageId: "retry-me", Payload: &pmv1.WebSocketMessage_CreateWorkItemRequest{
+			CreateWorkItemRequest: &pmv1.CreateWorkItemRequest{ProjectId: project.Id, ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_TASK, Title: "once"}}}
+	}
+	first, _ := conn1.Request(req())
+	conn2 := nodetest.Dial(t, c.Nodes[1].URL(), c.Token("acme", user))
+	again, _ := conn2.Request(req())
+	if first.GetWorkItemCreated() == nil || !proto.Equal(first, again) {
+		t.Fatalf("retry on node 2 differs:\n%v\n%v", first, again)
+	}
+
+	// Ten concurrent duplicates over both nodes: one row.
+	conns := make([]*nodetest.Conn, 10)
+	for i := range conns {
+		conns[i] = nodetest.Dial(t, c.Nodes[i%2].URL(), c.Token("acme", user))
+	}
+	dup := func() *pmv1.WebSocketMessage {
+		return &pmv1.WebSocketMessage{MessageId: "dup", Payload: &pmv1.WebSocketMessage_CreateWorkItemRequest{
+			CreateWorkItemRequest: &pmv1.CreateWorkItemRequest{ProjectId: project.Id, ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_TASK, Title: "dup"}}}
+	}
+	answers := make([]*pmv1.WebSocketMessage, len(conns))
+	var wg sync.WaitGroup
+	for i, conn := range conns {
+		wg.Go(func() { answers[i], _ = conn.Request(dup()) })
+	}
+	wg.Wait()
+	var created *pmv1.WorkItem
+	for _, a := range answers {
+		switch {
+		case a.GetWorkItemCreated() != nil:
+			if created != nil && a.GetWorkItemCreated().WorkItem.Id != created.Id {
+				t.Fatalf("two different items for one message_id: %v and %v", created, a)
+			}
+			created = a.GetWorkItemCreated().WorkItem
+		case a.GetError().GetCode() == pm.EUnavailable: // still running: the documented retryable answer
+		default:
+			t.Fatalf("unexpected answer %v", a)
+		}
+	}
+	list := get(conn1, &pmv1.GetWorkItemsRequest{ProjectId: project.Id}).GetWorkItemsList()
+	dups := 0
+	for _, w := range list.WorkItems {
+		if w.Title == "dup" {
+			dups++
+		}
+	}
+	if dups != 1 || created == nil {
+		t.Fatalf("%d rows for ten duplicates", dups)
+	}
+}
+
+func TestMemberRemovalRevokesOnEveryNode(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{Nodes: 2})
+	admin, viewer := uuid.New(), uuid.New()
+	adminConn := nodetest.Dial(t, c.Nodes[0].URL(), c.Token("acme", admin))
+	project := mustCreate(t, adminConn, &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "P"})
+	member := func(m *pmv1.WebSocketMessage) {
+		t.Helper()
+		if resp, _ := adminConn.Request(m); resp.GetProjectMembersList() == nil {
+			t.Fatal(resp)
+		}
+	}
+	member(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_AddProjectMemberRequest{AddProjectMemberRequest: &pmv1.AddProjectMemberRequest{
+		ProjectId: project.Id, UserId: viewer.String(), Role: pmv1.ProjectRole_PROJECT_ROLE_VIEWER}}})
+	v1 := nodetest.Dial(t, c.Nodes[0].URL(), c.Token("acme", viewer))
+	v2 := nodetest.Dial(t, c.Nodes[1].URL(), c.Token("acme", viewer))
+	subscribe(t, v1, project.Id)
+	subscribe(t, v2, project.Id)
+	member(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_RemoveProjectMemberRequest{RemoveProjectMemberRequest: &pmv1.RemoveProjectMemberRequest{
+		ProjectId: project.Id, UserId: viewer.String()}}})
+	for _, conn := range []*nodetest.Conn{v1, v2} {
+		if got := conn.Next(wait).GetSubscriptionRevoked(); got.GetProjectId() != project.Id {
+			t.Fatalf("want SubscriptionRevoked, got %v", got)
+		}
+	}
+	// No further events reach them.
+	mustCreate(t, adminConn, &pmv1.CreateWorkItemRequest{ProjectId: project.Id, ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_TASK, Title: "secret"})
+	for _, conn := range []*nodetest.Conn{v1, v2} {
+		resp, others := conn.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ListProjectMembersRequest{
+			ListProjectMembersRequest: &pmv1.ListProjectMembersRequest{ProjectId: project.Id}}})
+		if len(others) != 0 {
+			t.Fatalf("removed member still got %v", others)
+		}
+		wantError(t, resp, pm.EUnauthorized, "")
+	}
+}

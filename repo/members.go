@@ -1,0 +1,187 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pmhq/pm"
+)
+
+// Membership changes lock the project's counter row (without bumping it:
+// they produce no work item events), so they serialise with the project's
+// work item writes; their activity entries record the revision they saw.
+
+// PutMember adds a member or changes a member's role (admin role) and returns
+// the members after the change. Demoting the project's last admin is a
+// VALIDATION_ERROR on "role"; setting the role a member has changes nothing.
+func (s *Store) PutMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID, role pm.Role) (members []pm.Member, err error) {
+	op := fmt.Sprintf("put member %s of project %s", user, project)
+	if !role.Valid() {
+		return nil, fmt.Errorf("%s: %w", op, pm.FieldErrorf("role", "role must be viewer, editor or admin"))
+	}
+	if user == uuid.Nil {
+		return nil, fmt.Errorf("%s: %w", op, pm.FieldErrorf("user_id", "user_id is required"))
+	}
+	err = s.run(ctx, op, actor.Tenant, readWrite, func(tx pgx.Tx) error {
+		revision, err := lockMembers(ctx, tx, actor, project)
+		if err != nil {
+			return err
+		}
+		old, err := memberRole(ctx, tx, actor.Tenant, project, user)
+		if err != nil {
+			return err
+		}
+		switch {
+		case old == "":
+			_, err = tx.Exec(ctx, `INSERT INTO project_members (tenant_id, project_id, user_id, role, added_by)
+				VALUES ($1, $2, $3, $4, $5)`, actor.Tenant, project, user, string(role), actor.User)
+			if err != nil {
+				return fmt.Errorf("insert member: %w", err)
+			}
+			err = insertMemberActivity(ctx, tx, actor, project, user, pm.ActionMemberAdded, "", role, revision)
+		case old != role:
+			if old == pm.RoleAdmin {
+				if err := requireAnotherAdmin(ctx, tx, actor.Tenant, project, "role", "demote"); err != nil {
+					return err
+				}
+			}
+			_, err = tx.Exec(ctx, `UPDATE project_members SET role = $4
+				WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`, actor.Tenant, project, user, string(role))
+			if err != nil {
+				return fmt.Errorf("update member: %w", err)
+			}
+			err = insertMemberActivity(ctx, tx, actor, project, user, pm.ActionMemberRoleChanged, old, role, revision)
+		}
+		if err != nil {
+			return err
+		}
+		members, err = listMembers(ctx, tx, actor.Tenant, project)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return members, nil
+}
+
+// RemoveMember removes a member (admin role) and returns the members after
+// the change. Removing a non-member is NOT_FOUND; removing the project's last
+// admin is a VALIDATION_ERROR on "user_id". An admin may remove themself.
+func (s *Store) RemoveMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID) (members []pm.Member, err error) {
+	op := fmt.Sprintf("remove member %s of project %s", user, project)
+	err = s.run(ctx, op, actor.Tenant, readWrite, func(tx pgx.Tx) error {
+		revision, err := lockMembers(ctx, tx, actor, project)
+		if err != nil {
+			return err
+		}
+		old, err := memberRole(ctx, tx, actor.Tenant, project, user)
+		if err != nil {
+			return err
+		}
+		if old == "" {
+			return notFound("user_id", "user %s is not a member of project %s", user, project)
+		}
+		if old == pm.RoleAdmin {
+			if err := requireAnotherAdmin(ctx, tx, actor.Tenant, project, "user_id", "remove"); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM project_members WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`,
+			actor.Tenant, project, user)
+		if err != nil {
+			return fmt.Errorf("delete member: %w", err)
+		}
+		if err := insertMemberActivity(ctx, tx, actor, project, user, pm.ActionMemberRemoved, old, "", revision); err != nil {
+			return err
+		}
+		members, err = listMembers(ctx, tx, actor.Tenant, project)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return members, nil
+}
+
+// ListMembers lists a project's members by user id (viewer role).
+func (s *Store) ListMembers(ctx context.Context, actor pm.Actor, project uuid.UUID) (members []pm.Member, err error) {
+	err = s.run(ctx, "list members of project "+project.String(), actor.Tenant, readOnly, func(tx pgx.Tx) error {
+		if _, err := projectRevision(ctx, tx, actor.Tenant, project, false); err != nil {
+			return err
+		}
+		if _, err := requireRole(ctx, tx, actor, project, pm.RoleViewer); err != nil {
+			return err
+		}
+		members, err = listMembers(ctx, tx, actor.Tenant, project)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return members, nil
+}
+
+// lockMembers locks the project's counter row, checks the admin role and
+// returns the project's current revision.
+func lockMembers(ctx context.Context, tx pgx.Tx, actor pm.Actor, project uuid.UUID) (int64, error) {
+	revision, err := projectRevision(ctx, tx, actor.Tenant, project, true)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := requireRole(ctx, tx, actor, project, pm.RoleAdmin); err != nil {
+		return 0, err
+	}
+	return revision, nil
+}
+
+// memberRole returns a user's role in a project, "" for none.
+func memberRole(ctx context.Context, tx pgx.Tx, tenant string, project, user uuid.UUID) (pm.Role, error) {
+	var role string
+	err := tx.QueryRow(ctx, `SELECT role FROM project_members WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`,
+		tenant, project, user).Scan(&role)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read member: %w", err)
+	}
+	return pm.Role(role), nil
+}
+
+// requireAnotherAdmin fails with a VALIDATION_ERROR on field unless the
+// project has more than one admin.
+func requireAnotherAdmin(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID, field, verb string) error {
+	var admins int64
+	err := tx.QueryRow(ctx, `SELECT count(*) FROM project_members
+		WHERE tenant_id = $1 AND project_id = $2 AND role = 'admin'`, tenant, project).Scan(&admins)
+	if err != nil {
+		return fmt.Errorf("count admins: %w", err)
+	}
+	if admins <= 1 {
+		return pm.FieldErrorf(field, "cannot %s the project's last admin; make another member admin first", verb)
+	}
+	return nil
+}
+
+func listMembers(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID) ([]pm.Member, error) {
+	rows, err := tx.Query(ctx, `SELECT project_id, user_id, role, added_at, added_by FROM project_members
+		WHERE tenant_id = $1 AND project_id = $2 ORDER BY user_id`, tenant, project)
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	members, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pm.Member, error) {
+		var m pm.Member
+		var role string
+		err := row.Scan(&m.ProjectID, &m.UserID, &role, &m.AddedAt, &m.AddedBy)
+		m.Role = pm.Role(role)
+		return m, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list members: %w", err)
+	}
+	return members, nil
+}

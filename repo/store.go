@@ -1,0 +1,377 @@
+// Package repo is pm's Postgres layer: work items, project members, the
+// activity log and the per-project revision counters, read and written with
+// pgx. It also applies the schema (Migrate).
+//
+// Every operation runs in one transaction that first selects the actor's
+// tenant for row-level security, checks the actor's project role, and turns
+// every failure a client may see into a *pm.Error: UNAUTHORIZED, NOT_FOUND,
+// CONFLICT, DELETE_BLOCKED, VALIDATION_ERROR, and UNAVAILABLE when the
+// database is slow or down. Other errors are unexpected and wrapped with
+// context.
+//
+// Writes to a project are serialised by its counter row in project_revisions:
+// every work item write first bumps it, so writes commit in revision order and
+// revisions have no gaps.
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pmhq/pm"
+)
+
+// Defaults of Config.
+const (
+	DefaultAcquireTimeout   = 2 * time.Second
+	DefaultStatementTimeout = 5 * time.Second
+)
+
+const (
+	// txAttempts bounds how often a transaction runs when Postgres aborts
+	// it for a serialization failure or a deadlock.
+	txAttempts = 4
+	// rollbackTimeout bounds a rollback, which runs even when the caller's
+	// context has ended.
+	rollbackTimeout = 2 * time.Second
+	// cancelDeadlineDelay is how long a query may keep its connection after
+	// its context ends, waiting for the server to honour the cancel request,
+	// before the connection is closed instead.
+	cancelDeadlineDelay = 2 * time.Second
+	// retryAfterMillis is the retry hint of UNAVAILABLE errors.
+	retryAfterMillis = 1000
+)
+
+// ErrRLSBypass is returned by Open when the database role is a superuser or
+// has BYPASSRLS, so that row-level security would not apply to it.
+var ErrRLSBypass = errors.New("database role bypasses row-level security")
+
+// errStoreClosed is the cause of UNAVAILABLE after Close.
+var errStoreClosed = errors.New("store is closed")
+
+// errRollback, returned by a transaction's function, rolls the transaction
+// back and makes the operation succeed with what the function stored.
+var errRollback = errors.New("roll back")
+
+// Config configures Open.
+type Config struct {
+	// DatabaseURL is the pgx connection string (URL or key=value); required.
+	// pool_* parameters in it configure the pool.
+	DatabaseURL string
+	// AcquireTimeout bounds the wait for a pooled connection, including
+	// dialing a new one; past it an operation fails with UNAVAILABLE.
+	// 0 means DefaultAcquireTimeout (2s).
+	AcquireTimeout time.Duration
+	// StatementTimeout is the server's statement_timeout for every
+	// statement; a statement that runs longer fails with UNAVAILABLE.
+	// 0 means DefaultStatementTimeout (5s).
+	StatementTimeout time.Duration
+	// MaxConns caps the pool's connections; 0 means pgx's default (the
+	// larger of 4 and the number of CPUs, or pool_max_conns in DatabaseURL).
+	MaxConns int32
+	// AllowRLSBypass lets Open connect as a superuser or a BYPASSRLS role,
+	// to which row-level security does not apply. For development only:
+	// tenant isolation then rests on the queries alone. Open logs a warning.
+	AllowRLSBypass bool
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is pm's Postgres store. It implements node.Store. Its methods are
+// safe for concurrent use.
+type Store struct {
+	pool           *pgxpool.Pool
+	acquireTimeout time.Duration
+	logger         *slog.Logger
+	closed         atomic.Bool
+}
+
+// Open connects to Postgres and checks the connected role. It refuses a
+// superuser or BYPASSRLS role (ErrRLSBypass) unless cfg.AllowRLSBypass is
+// set. When the database cannot be reached it fails with UNAVAILABLE.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.AcquireTimeout <= 0 {
+		cfg.AcquireTimeout = DefaultAcquireTimeout
+	}
+	if cfg.StatementTimeout <= 0 {
+		cfg.StatementTimeout = DefaultStatementTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxConns < 0 {
+		return nil, fmt.Errorf("repo: MaxConns %d is negative", cfg.MaxConns)
+	}
+	poolConfig, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("repo: parse database URL: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		poolConfig.MaxConns = cfg.MaxConns
+	}
+	cc := poolConfig.ConnConfig
+	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)
+	if cc.RuntimeParams["application_name"] == "" {
+		cc.RuntimeParams["application_name"] = "pm"
+	}
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = cfg.AcquireTimeout
+	}
+	// On a cancelled context, ask the server to cancel the running query
+	// (instead of only abandoning the connection while the query runs on).
+	cc.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelDeadlineDelay}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolConfig)
+	if err != nil {
+		return nil, fmt.Errorf("repo: create pool: %w", err)
+	}
+	s := &Store{pool: pool, acquireTimeout: cfg.AcquireTimeout, logger: cfg.Logger}
+	if err := s.checkRole(ctx, cfg.AllowRLSBypass); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkRole refuses a role that row-level security does not apply to.
+func (s *Store) checkRole(ctx context.Context, allowBypass bool) error {
+	conn, err := s.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("repo: open: %w", classify(err))
+	}
+	defer conn.Release()
+	var (
+		role             string
+		super, bypassRLS bool
+	)
+	err = conn.QueryRow(ctx, `SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user`).
+		Scan(&role, &super, &bypassRLS)
+	if err != nil {
+		return fmt.Errorf("repo: open: check database role: %w", classify(err))
+	}
+	if !super && !bypassRLS {
+		return nil
+	}
+	what := "a superuser"
+	if !super {
+		what = "a BYPASSRLS role"
+	}
+	if !allowBypass {
+		return fmt.Errorf("repo: database role %q is %s: row-level security would not isolate tenants; "+
+			"connect as a NOSUPERUSER NOBYPASSRLS role, or set the development-only override AllowRLSBypass: %w",
+			role, what, ErrRLSBypass)
+	}
+	s.logger.Warn("DATABASE ROLE BYPASSES ROW-LEVEL SECURITY: tenant isolation rests on the queries alone; "+
+		"allowed by AllowRLSBypass, which is for development only",
+		"role", role, "superuser", super, "bypassrls", bypassRLS)
+	return nil
+}
+
+// Close closes the pool's connections. Operations after Close fail with
+// UNAVAILABLE. It is safe to call more than once.
+func (s *Store) Close() {
+	s.closed.Store(true)
+	s.pool.Close()
+}
+
+// Ping checks that the database answers, within the acquire timeout.
+func (s *Store) Ping(ctx context.Context) error {
+	conn, err := s.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("ping database: %w", classify(err))
+	}
+	defer conn.Release()
+	if err := conn.Ping(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", classify(err))
+	}
+	return nil
+}
+
+// acquire takes a pooled connection, waiting at most the acquire timeout.
+func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	if s.closed.Load() {
+		return nil, errStoreClosed
+	}
+	actx, cancel := context.WithTimeout(ctx, s.acquireTimeout)
+	defer cancel()
+	conn, err := s.pool.Acquire(actx)
+	if err != nil {
+		if s.closed.Load() {
+			return nil, fmt.Errorf("%w: %w", errStoreClosed, err)
+		}
+		if ctx.Err() == nil && actx.Err() != nil {
+			return nil, fmt.Errorf("no database connection within %s: %w", s.acquireTimeout, err)
+		}
+		return nil, fmt.Errorf("acquire database connection: %w", err)
+	}
+	return conn, nil
+}
+
+// Transaction options.
+var (
+	readWrite = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
+	readOnly  = pgx.TxOptions{IsoLevel: pgx.ReadCommitted, AccessMode: pgx.ReadOnly}
+	snapshot  = pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+)
+
+// run runs fn in a transaction of tenant and commits it, retrying the whole
+// transaction after a serialization failure or deadlock. When fn returns
+// errRollback, run rolls back and returns nil. Errors come back wrapped in
+// op, client-visible ones with a *pm.Error in their chain.
+func (s *Store) run(ctx context.Context, op, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	if !pm.ValidTenant(tenant) {
+		return fmt.Errorf("%s: %w", op, pm.Errorf(pm.EUnauthorized, "invalid tenant"))
+	}
+	for attempt := 1; ; attempt++ {
+		err := s.attempt(ctx, tenant, opts, fn)
+		if err == nil || errors.Is(err, errRollback) {
+			return nil
+		}
+		if attempt < txAttempts && retryable(err) && ctx.Err() == nil {
+			s.logger.Debug("repo: retrying transaction", "op", op, "attempt", attempt, "error", err)
+			backoff := time.Duration(attempt) * time.Duration(5+rand.IntN(20)) * time.Millisecond
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+				continue
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		return fmt.Errorf("%s: %w", op, classify(err))
+	}
+}
+
+func (s *Store) attempt(ctx context.Context, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error) (err error) {
+	conn, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	tx, err := conn.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		// A no-op after Commit. It runs even when ctx has ended, so that the
+		// connection goes back to the pool clean.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+	}()
+	if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true)`, tenant); err != nil {
+		return fmt.Errorf("select tenant: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// SQLSTATE codes the store acts on.
+const (
+	sqlSerializationFailure = "40001"
+	sqlDeadlockDetected     = "40P01"
+	sqlQueryCanceled        = "57014" // statement_timeout, or a cancel request
+	sqlTooManyConnections   = "53300"
+	sqlAdminShutdown        = "57P01"
+	sqlCrashShutdown        = "57P02"
+	sqlCannotConnectNow     = "57P03"
+	sqlLockNotAvailable     = "55P03"
+	sqlClassConnection      = "08" // connection exceptions
+)
+
+// retryable reports whether err aborted a transaction that may succeed when run again.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == sqlSerializationFailure || pgErr.Code == sqlDeadlockDetected
+	}
+	return false
+}
+
+// unavailable reports whether err means that the database is down, slow or
+// out of reach, rather than that the request or the code is wrong.
+func unavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, errStoreClosed) {
+		return true
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true // whatever the server said: no database, no login, not ready
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case sqlSerializationFailure, sqlDeadlockDetected, // after the retries
+			sqlQueryCanceled, sqlTooManyConnections, sqlAdminShutdown, sqlCrashShutdown,
+			sqlCannotConnectNow, sqlLockNotAvailable:
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, sqlClassConnection)
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || pgconn.Timeout(err) ||
+		pgconn.SafeToRetry(err) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// classify returns err unchanged when it carries a *pm.Error or is
+// unexpected, and joins an UNAVAILABLE *pm.Error to it when the database is
+// out of reach, so that errors.As finds the *pm.Error and errors.Is the cause.
+func classify(err error) error {
+	if _, ok := errors.AsType[*pm.Error](err); ok {
+		return err
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%w: %w", &pm.Error{
+			Code:             pm.EUnavailable,
+			Message:          "database unavailable, retry",
+			RetryAfterMillis: retryAfterMillis,
+		}, err)
+	}
+	return err
+}
+
+// notFound returns a NOT_FOUND *pm.Error that blames field.
+func notFound(field, format string, args ...any) *pm.Error {
+	return &pm.Error{Code: pm.ENotFound, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// requireRole checks that the actor's role in project allows need, and
+// returns the role.
+func requireRole(ctx context.Context, tx pgx.Tx, actor pm.Actor, project uuid.UUID, need pm.Role) (pm.Role, error) {
+	var role string
+	err := tx.QueryRow(ctx, `SELECT role FROM project_members
+		WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`,
+		actor.Tenant, project, actor.User).Scan(&role)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("read role: %w", err)
+	}
+	r := pm.Role(role)
+	if !r.Allows(need) {
+		if r == "" {
+			return "", pm.Errorf(pm.EUnauthorized, "you are not a member of project %s", project)
+		}
+		return "", pm.Errorf(pm.EUnauthorized, "your role in project %s is %s; this needs %s", project, r, need)
+	}
+	return r, nil
+}
