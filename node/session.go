@@ -119,19 +119,14 @@ func (events) OnMessage(conn *gws.Conn, msg *gws.Message) {
 		c.sendError("", &pm.Error{Code: pm.EInvalid, Message: "frames must be binary protobuf WebSocketMessage"})
 		return
 	}
-	var req pmv1.WebSocketMessage
-	if err := proto.Unmarshal(msg.Bytes(), &req); err != nil {
+	req, perr := decodeRequest(msg.Bytes())
+	if perr != nil {
 		c.srv.metrics.invalidFrames.Inc()
-		c.sendError("", &pm.Error{Code: pm.EInvalid, Message: "frame is not a valid WebSocketMessage"})
-		return
-	}
-	if err := checkEnvelope(&req); err != nil {
-		c.srv.metrics.invalidFrames.Inc()
-		c.sendError(replyID(&req), err)
+		c.sendError(replyID(req), perr)
 		return
 	}
 	if c.limiter != nil && !c.limiter.Allow() {
-		c.srv.metrics.requests.WithLabelValues(operation(&req), pm.ERateLimited).Inc()
+		c.srv.metrics.requests.WithLabelValues(operation(req), pm.ERateLimited).Inc()
 		c.sendError(req.MessageId, &pm.Error{
 			Code: pm.ERateLimited, Message: "too many requests on this connection",
 			RetryAfterMillis: int64(1000 / c.srv.cfg.RatePerSecond),
@@ -139,9 +134,23 @@ func (events) OnMessage(conn *gws.Conn, msg *gws.Message) {
 		return
 	}
 	select {
-	case c.inbox <- &req:
+	case c.inbox <- req:
 	case <-c.done:
 	}
+}
+
+// decodeRequest decodes a binary frame into a request. On failure it
+// returns an INVALID_MESSAGE error and, when the frame decoded, the message
+// (for its message_id).
+func decodeRequest(data []byte) (*pmv1.WebSocketMessage, *pm.Error) {
+	var req pmv1.WebSocketMessage
+	if err := proto.Unmarshal(data, &req); err != nil {
+		return nil, &pm.Error{Code: pm.EInvalid, Message: "frame is not a valid WebSocketMessage"}
+	}
+	if err := checkEnvelope(&req); err != nil {
+		return &req, err
+	}
+	return &req, nil
 }
 
 // checkEnvelope checks what every request needs: a usable message_id and a
@@ -172,7 +181,7 @@ func validMessageID(id string) bool {
 
 // replyID is the message_id to answer with: the request's, when it is usable.
 func replyID(m *pmv1.WebSocketMessage) string {
-	if len(m.MessageId) <= pm.MessageIDMaxBytes && validMessageID(m.MessageId) {
+	if m != nil && len(m.MessageId) <= pm.MessageIDMaxBytes && validMessageID(m.MessageId) {
 		return m.MessageId
 	}
 	return ""
