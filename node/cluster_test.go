@@ -1,8 +1,10 @@
 package node_test
 
 import (
+	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
@@ -151,5 +153,53 @@ func TestMemberRemovalRevokesOnEveryNode(t *testing.T) {
 			t.Fatalf("removed member still got %v", others)
 		}
 		wantError(t, resp, pm.EUnauthorized, "")
+	}
+}
+
+// A change that never reached Redis (here: written straight to the store)
+// is caught by the periodic head check; the resync notice also makes the
+// node check the subscriber's role again, so a removal whose notice was
+// lost still ends the subscription.
+func TestHeadCheckRepairsLostEvents(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{Nodes: 2, HeadCheckInterval: 100 * time.Millisecond})
+	admin, viewer := uuid.New(), uuid.New()
+	adminConn := nodetest.Dial(t, c.Nodes[0].URL(), c.Token("acme", admin))
+	project := mustCreate(t, adminConn, &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "P"})
+	projectID := uuid.MustParse(project.Id)
+	actor := pm.Actor{Tenant: "acme", User: admin}
+	ctx := context.Background()
+	if _, err := c.Store.PutMember(ctx, actor, projectID, viewer, pm.RoleViewer); err != nil {
+		t.Fatal(err)
+	}
+	v := nodetest.Dial(t, c.Nodes[1].URL(), c.Token("acme", viewer))
+	subscribe(t, v, project.Id)
+
+	// Lost: a create nobody published.
+	if _, _, err := c.Store.CreateWorkItem(ctx, actor, pm.NewWorkItem{ProjectID: projectID, Type: pm.TypeTask, Title: "silent"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Next(wait).GetResyncRequired(); len(got.GetProjectIds()) != 1 || got.ProjectIds[0] != project.Id {
+		t.Fatalf("want ResyncRequired, got %v", got)
+	}
+
+	// Lost: a removal nobody published, then another silent change.
+	if _, err := c.Store.RemoveMember(ctx, actor, projectID, viewer); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Store.CreateWorkItem(ctx, actor, pm.NewWorkItem{ProjectID: projectID, Type: pm.TypeTask, Title: "silent 2"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		m := v.Next(time.Until(deadline))
+		if r := m.GetSubscriptionRevoked(); r != nil {
+			if r.ProjectId != project.Id {
+				t.Fatalf("revoked %v", r)
+			}
+			break
+		}
+		if m.GetResyncRequired() == nil {
+			t.Fatalf("unexpected %v", m)
+		}
 	}
 }

@@ -59,6 +59,9 @@ func replayable(code string) bool {
 	return true
 }
 
+// subscribeWait bounds the wait for Redis to confirm a new subscription.
+const subscribeWait = 3 * time.Second
+
 // event is a committed change to publish after the response.
 type event struct {
 	key      pm.ProjectKey
@@ -104,16 +107,12 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 		var perr *pm.Error
 		switch {
 		case err == nil && replay != nil:
-			c.srv.metrics.idempotency.WithLabelValues("replayed").Inc()
 			return "replayed", replay, nil
 		case err == nil:
-			c.srv.metrics.idempotency.WithLabelValues("claimed").Inc()
 			token, claimed = tok, true
 		case errors.As(err, &perr):
-			c.srv.metrics.idempotency.WithLabelValues("in_flight").Inc()
 			return perr.Code, c.encode(req.MessageId, errorPayload(perr)), nil
 		default:
-			c.srv.metrics.idempotency.WithLabelValues("degraded").Inc()
 			c.srv.log.Warn("idempotency ledger unavailable; running request without it",
 				"message_id", req.MessageId, "op", op, "err", err)
 		}
@@ -384,8 +383,19 @@ func (c *session) subscribe(ctx context.Context, r *pmv1.Subscribe) (*pmv1.WebSo
 		}
 	}
 	for i, id := range fresh {
-		if err := fanout.Subscribe(ctx, pm.ProjectKey{Tenant: c.actor.Tenant, Project: id}, c); err != nil {
-			for _, done := range fresh[:i] {
+		key := pm.ProjectKey{Tenant: c.actor.Tenant, Project: id}
+		sctx, cancel := context.WithTimeout(ctx, subscribeWait)
+		err := fanout.Subscribe(sctx, key, c)
+		cancel()
+		if err != nil && ctx.Err() == nil && sctx.Err() != nil {
+			// Redis has not confirmed yet. The subscription stays registered
+			// and the fan-out sends ResyncRequired once it is live, so the
+			// client is served now and repaired then.
+			c.srv.log.Warn("subscription not yet confirmed by Redis; continuing degraded", "project", id, "conn", c.id, "err", err)
+			err = nil
+		}
+		if err != nil {
+			for _, done := range fresh[:i+1] {
 				fanout.Unsubscribe(pm.ProjectKey{Tenant: c.actor.Tenant, Project: done}, c)
 			}
 			return nil, nil, fmt.Errorf("subscribe %s: %w", id, err)

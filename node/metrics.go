@@ -48,13 +48,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_event_publish_errors_total", Help: "Events whose publication to other nodes failed (they catch up by resync).",
 		}),
-		idempotency: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pm_idempotency_total", Help: "Mutating requests by idempotency outcome (claimed, replayed, in_flight, degraded).",
-		}, []string{"outcome"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.connections, m.upgrades, m.closes, m.requests, m.requestSeconds, m.invalidFrames,
-		m.slowConsumers, m.eventsPublished, m.publishErrors, m.idempotency,
+		m.slowConsumers, m.eventsPublished, m.publishErrors,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

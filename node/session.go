@@ -33,9 +33,10 @@ type session struct {
 	limiter *rate.Limiter
 	conn    *gws.Conn
 
-	inbox chan *pmv1.WebSocketMessage
-	done  chan struct{} // closed when the reader has stopped
-	wg    sync.WaitGroup
+	inbox   chan *pmv1.WebSocketMessage
+	recheck chan uuid.UUID // projects whose role the worker checks again
+	done    chan struct{}  // closed when the reader has stopped
+	wg      sync.WaitGroup
 
 	mu          sync.Mutex
 	queue       [][]byte
@@ -58,6 +59,7 @@ func (s *Server) newSession(id Identity) *session {
 		actor:   id.Actor,
 		expires: id.Expires,
 		inbox:   make(chan *pmv1.WebSocketMessage, inboxSize),
+		recheck: make(chan uuid.UUID, inboxSize),
 		done:    make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		subs:    make(map[uuid.UUID]struct{}),
@@ -201,6 +203,8 @@ func (c *session) work() {
 		select {
 		case req := <-c.inbox:
 			c.handle(req)
+		case project := <-c.recheck:
+			c.recheckRole(project)
 		case <-expiry.C:
 			c.close(CloseTokenExpired, "token expired")
 		case <-c.done:
@@ -330,11 +334,35 @@ func (c *session) UserID() uuid.UUID { return c.actor.User }
 // Deliver implements pm.Subscriber: the frame is shared, never modified.
 func (c *session) Deliver(frame []byte) { c.enqueue(frame) }
 
-// ResyncRequired implements pm.Subscriber.
+// ResyncRequired implements pm.Subscriber. Events may have been lost, and a
+// membership removal is an event too: the worker also checks the
+// connection's role in the project again.
 func (c *session) ResyncRequired(project uuid.UUID, reason string) {
 	c.send(c.push(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ResyncRequired{
 		ResyncRequired: &pmv1.ResyncRequired{ProjectIds: []string{project.String()}, Reason: reason},
 	}}))
+	select {
+	case c.recheck <- project:
+	default: // checks already queued; the client's resync request is checked anyway
+	}
+}
+
+// recheckRole ends the subscription to a project the user may no longer view.
+func (c *session) recheckRole(project uuid.UUID) {
+	c.subMu.Lock()
+	_, subscribed := c.subs[project]
+	c.subMu.Unlock()
+	if !subscribed {
+		return
+	}
+	ctx, cancel := c.requestContext()
+	defer cancel()
+	_, err := c.srv.cfg.Store.ProjectRevision(ctx, c.actor, project)
+	switch pm.ErrorCode(err) {
+	case pm.EUnauthorized, pm.ENotFound:
+		c.srv.cfg.Fanout.Unsubscribe(pm.ProjectKey{Tenant: c.actor.Tenant, Project: project}, c)
+		c.SubscriptionRevoked(project, "no longer a member of the project")
+	}
 }
 
 // SubscriptionRevoked implements pm.Subscriber.

@@ -176,12 +176,14 @@ func newRedis(c config) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redis cluster URL: %w", err)
 		}
+		opts.ContextTimeoutEnabled = true // request deadlines bound Redis calls
 		return redis.NewClusterClient(opts), nil
 	}
 	opts, err := redis.ParseURL(c.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis URL: %w", err)
 	}
+	opts.ContextTimeoutEnabled = true // request deadlines bound Redis calls
 	return redis.NewClient(opts), nil
 }
 

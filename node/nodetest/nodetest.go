@@ -149,6 +149,7 @@ func (c *Cluster) startNode(id string) *Node {
 	if err != nil {
 		tb.Fatalf("nodetest: redis URL: %v", err)
 	}
+	ropts.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(ropts)
 	reg := prometheus.NewRegistry()
 	hub, err := pubsub.NewHub(pubsub.HubConfig{
