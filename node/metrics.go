@@ -15,7 +15,6 @@ type metrics struct {
 	slowConsumers   prometheus.Counter
 	eventsPublished prometheus.Counter
 	publishErrors   prometheus.Counter
-	idempotency     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {

@@ -368,14 +368,19 @@ func TestWorkItemLifecycle(t *testing.T) {
 func TestAuthorRespondsOnlyOnce(t *testing.T) {
 	tm := newTeam(t, nodetest.Options{})
 	subscribe(t, tm.editorConn, tm.project)
+	subscribe(t, tm.viewerConn, tm.project)
 	resp, others := tm.editorConn.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_CreateWorkItemRequest{
 		CreateWorkItemRequest: &pmv1.CreateWorkItemRequest{ProjectId: tm.project, ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_TASK, Title: "mine"},
 	}})
 	if resp.GetWorkItemCreated() == nil || len(others) != 0 {
 		t.Fatalf("resp %v others %v", resp, others)
 	}
-	// A marker request proves no event for the author's own change was queued.
-	resp, others = tm.editorConn.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_GetWorkItemsRequest{
+	// Once the viewer on the same node has the event, the fan-out has passed
+	// the author too; a marker request then shows nothing was queued for it.
+	if ev := tm.viewerConn.Next(wait); ev.GetWorkItemCreated() == nil {
+		t.Fatalf("viewer: %v", ev)
+	}
+	_, others = tm.editorConn.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_GetWorkItemsRequest{
 		GetWorkItemsRequest: &pmv1.GetWorkItemsRequest{ProjectId: tm.project},
 	}})
 	if len(others) != 0 {

@@ -150,7 +150,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
-		log:      cfg.Logger.With("node", cfg.NodeID),
+		log:      cfg.Logger,
 		metrics:  m,
 		sessions: make(map[*session]struct{}),
 	}
