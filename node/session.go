@@ -105,6 +105,8 @@ func (events) OnClose(*gws.Conn, error) {}
 func (events) OnPing(conn *gws.Conn, payload []byte) {
 	c := sessionOf(conn)
 	c.refreshDeadline()
+	// The writer set the deadline at its last frame; give the pong its own.
+	_ = conn.SetWriteDeadline(c.srv.cfg.Now().Add(c.srv.cfg.WriteTimeout))
 	_ = conn.WritePong(payload)
 }
 
