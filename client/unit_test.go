@@ -1,0 +1,105 @@
+package client
+
+import (
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	pmv1 "github.com/pmhq/pm/proto/pm/v1"
+)
+
+func TestBackoffGrowsWithinBounds(t *testing.T) {
+	b := Backoff{Min: 100 * time.Millisecond, Max: time.Second}
+	for attempt, want := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
+		want *= time.Millisecond
+		for range 50 {
+			d := b.Delay(attempt)
+			if d < want/2 || d > want {
+				t.Fatalf("Delay(%d) = %v, want within [%v, %v]", attempt, d, want/2, want)
+			}
+		}
+	}
+	if d := b.Delay(1000); d > time.Second {
+		t.Fatalf("Delay(1000) = %v exceeds Max", d)
+	}
+	var zero Backoff
+	if d := zero.Delay(0); d < 50*time.Millisecond || d > 100*time.Millisecond {
+		t.Fatalf("default first delay %v, want 50ms..100ms", d)
+	}
+}
+
+func TestBusyDelay(t *testing.T) {
+	if d := busyDelay(20, 0); d < 20*time.Millisecond || d > 30*time.Millisecond {
+		t.Fatalf("busyDelay(20ms, 0) = %v", d)
+	}
+	if d := busyDelay(0, 0); d < 10*time.Millisecond {
+		t.Fatalf("busyDelay(0, 0) = %v, want at least 10ms", d)
+	}
+	if d := busyDelay(1000, 30); d > 7500*time.Millisecond {
+		t.Fatalf("busyDelay(1s, 30) = %v, want capped", d)
+	}
+}
+
+func TestInboxDropsMessagesNotCommands(t *testing.T) {
+	var q inbox
+	q.init(2)
+	m := &pmv1.WebSocketMessage{}
+	q.push(m, true)
+	q.push(m, true)
+	q.push(m, true) // over the limit: dropped
+	q.command(cmdReconnected)
+	items, overflow := q.take()
+	if !overflow {
+		t.Fatal("overflow not reported")
+	}
+	if len(items) != 3 || items[2].cmd != cmdReconnected {
+		t.Fatalf("items = %+v; want two messages and the command", items)
+	}
+	if _, overflow := q.take(); overflow {
+		t.Fatal("overflow reported twice")
+	}
+	q.push(m, true)
+	if items, _ := q.take(); len(items) != 1 {
+		t.Fatalf("after take the limit starts over; got %d items", len(items))
+	}
+}
+
+func TestNewToken(t *testing.T) {
+	secret := []byte("s3cret")
+	user := uuid.New()
+	tok, err := NewToken(secret, "acme", user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		TenantID string `json:"tenant_id"`
+		jwt.RegisteredClaims
+	}
+	parsed, err := jwt.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) { return secret, nil },
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithIssuedAt())
+	if err != nil || !parsed.Valid {
+		t.Fatalf("token does not verify: %v", err)
+	}
+	if claims.Subject != user.String() || claims.TenantID != "acme" {
+		t.Fatalf("claims = sub %q tenant %q", claims.Subject, claims.TenantID)
+	}
+	if exp := time.Until(claims.ExpiresAt.Time); exp < 59*time.Minute || exp > time.Hour+time.Second {
+		t.Fatalf("expires in %v, want about an hour", exp)
+	}
+	if _, err := jwt.Parse(tok, func(*jwt.Token) (any, error) { return []byte("other"), nil }); err == nil {
+		t.Fatal("token verified with another secret")
+	}
+
+	for name, call := range map[string]func() (string, error){
+		"no secret":  func() (string, error) { return NewToken(nil, "acme", user, time.Hour) },
+		"bad tenant": func() (string, error) { return NewToken(secret, "a:b", user, time.Hour) },
+		"nil user":   func() (string, error) { return NewToken(secret, "acme", uuid.Nil, time.Hour) },
+		"no ttl":     func() (string, error) { return NewToken(secret, "acme", user, 0) },
+	} {
+		if _, err := call(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
