@@ -200,6 +200,9 @@ if $have_pmctl; then
 	if ! { alice_token=$(token "$ALICE") && bob_token=$(token "$BOB") && carol_token=$(token "$CAROL"); }; then
 		die "bin/pmctl token failed"
 	fi
+	printf '%s\n' "$alice_token" >"$RUN_DIR/alice.token"
+	printf '%s\n' "$bob_token" >"$RUN_DIR/bob.token"
+	printf '%s\n' "$carol_token" >"$RUN_DIR/carol.token"
 	if bin/pmctl demo -h >/dev/null 2>&1; then
 		log "seeding tenant $TENANT, project $PROJECT"
 		if ! bin/pmctl demo --url "ws://$entry/ws" --token "$alice_token" \
@@ -219,8 +222,8 @@ echo "pm is running: $NODES node(s)$($lb_enabled && echo " behind HAProxy")."
 if $have_pmctl; then
 	cat <<EOF
 
-  Board (as alice):  http://$entry/#token=$alice_token&project=$PROJECT
   WebSocket:         ws://$entry/ws   (Authorization: Bearer <token>, or ?access_token=<token>)
+  The board as text: bin/pmctl get --url ws://$entry/ws --token "\$(cat $RUN_DIR/alice.token)" --project $PROJECT
 
   Tenant $TENANT, project $PROJECT; tokens valid 24h:
     alice (admin)  $ALICE
