@@ -2,16 +2,21 @@ package node_test
 
 import (
 	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pmhq/pm"
+	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/node/nodetest"
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
+	"github.com/pmhq/pm/pubsub"
 )
 
 // Two nodes sharing Postgres and Redis behave as one service.
@@ -201,5 +206,52 @@ func TestHeadCheckRepairsLostEvents(t *testing.T) {
 		if m.GetResyncRequired() == nil {
 			t.Fatalf("unexpected %v", m)
 		}
+	}
+}
+
+// With Redis out of reach, writes still commit, subscribers on the writer's
+// node still see them, and creates stay idempotent through client ids.
+func TestRedisDownDegradesGracefully(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := ln.Addr().String()
+	ln.Close()
+	dead := redis.NewClient(&redis.Options{Addr: deadAddr, DialTimeout: 100 * time.Millisecond, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = dead.Close() })
+	c := nodetest.Start(t, nodetest.Options{Configure: func(cfg *node.Config) {
+		hub, err := pubsub.NewHub(pubsub.HubConfig{Redis: dead, Prefix: nodetest.RandomPrefix(), HeadCheckInterval: -1, Logger: cfg.Logger, Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = hub.Close() })
+		ledger, err := pubsub.NewLedger(pubsub.LedgerConfig{Redis: dead, Logger: cfg.Logger, Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Fanout, cfg.Idempotency = hub, ledger
+	}})
+	user := uuid.New()
+	author := nodetest.Dial(t, c.Nodes[0].URL(), c.Token("acme", user))
+	watcher := nodetest.Dial(t, c.Nodes[0].URL(), c.Token("acme", user))
+	project := mustCreate(t, author, &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "P"})
+	subscribe(t, watcher, project.Id) // degraded: served before Redis confirms
+
+	req := func() *pmv1.WebSocketMessage {
+		return &pmv1.WebSocketMessage{MessageId: "same", Payload: &pmv1.WebSocketMessage_CreateWorkItemRequest{CreateWorkItemRequest: &pmv1.CreateWorkItemRequest{
+			WorkItemId: "0b8f6c1e-3a52-4c1b-9a55-6d1e7f3a2b10", ProjectId: project.Id, ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_TASK, Title: "offline"}}}
+	}
+	first, _ := author.Request(req())
+	again, _ := author.Request(req())
+	if first.GetWorkItemCreated() == nil || again.GetWorkItemCreated().GetWorkItem().GetId() != first.GetWorkItemCreated().WorkItem.Id {
+		t.Fatalf("creates without Redis: %v / %v", first, again)
+	}
+	if ev := watcher.Next(wait).GetWorkItemCreated(); ev.GetWorkItem().GetId() != first.GetWorkItemCreated().WorkItem.Id {
+		t.Fatalf("local subscriber: %v", ev)
+	}
+	list := get(author, &pmv1.GetWorkItemsRequest{ProjectId: project.Id}).GetWorkItemsList()
+	if len(list.WorkItems) != 2 {
+		t.Fatalf("%d items, want project and one task", len(list.WorkItems))
 	}
 }
