@@ -9,9 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
-	"github.com/pmhq/pm/client"
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
 )
 
@@ -19,30 +17,27 @@ import (
 // board order, each group ordered by position.
 func getCmd(ctx context.Context, e env, args []string) error {
 	f := newFlags(e, "get", "-url ws://host:port/ws -token T -project UUID")
-	var url, token, project string
-	var timeout time.Duration
-	f.str(&url, "url", "PM_URL", "ws://127.0.0.1:8080/ws", "node (or load balancer) WebSocket URL")
-	f.secret(&token, "token", "PM_TOKEN", "bearer token of a user who may view the project")
+	var c connFlags
+	var project string
+	f.conn(&c, "view the project")
 	f.str(&project, "project", "PM_PROJECT", "", "project UUID")
-	f.duration(&timeout, "timeout", "", 30*time.Second, "give up after this long")
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if err := f.required(map[string]string{"token": token, "project": project}); err != nil {
+	if err := f.required(map[string]string{"token": c.token, "project": project}); err != nil {
 		return err
 	}
 	id, err := f.uuidFlag("project", project, false)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c, err := client.Dial(ctx, url, client.Options{Token: token})
+	cl, ctx, cancel, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	list, err := c.GetWorkItems(ctx, &pmv1.GetWorkItemsRequest{ProjectId: id.String()})
+	defer cancel()
+	defer cl.Close()
+	list, err := cl.GetWorkItems(ctx, &pmv1.GetWorkItemsRequest{ProjectId: id.String()})
 	if err != nil {
 		return err
 	}

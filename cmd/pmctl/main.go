@@ -4,6 +4,9 @@
 //	pmctl tail   prints a project's events as they cross Redis (no node needed)
 //	pmctl demo   seeds a demo project through a node, idempotently
 //	pmctl get    prints a project's board, grouped by status
+//	pmctl create creates a work item (or a project)
+//	pmctl update changes fields of a work item
+//	pmctl delete deletes a work item
 //
 // Every flag falls back to an environment variable (shown in `pmctl <command> -h`),
 // e.g. PM_JWT_SECRET, PM_REDIS_URL, PM_REDIS_PREFIX, PM_URL, PM_TOKEN.
@@ -51,6 +54,9 @@ var commands = []command{
 	{"tail", "print a project's events as they cross Redis", tailCmd},
 	{"demo", "seed a demo project through a node (idempotent)", demoCmd},
 	{"get", "print a project's board grouped by status", getCmd},
+	{"create", "create a work item or a project", createCmd},
+	{"update", "change fields of a work item", updateCmd},
+	{"delete", "delete a work item", deleteCmd},
 }
 
 // errUsage marks a usage error already explained on stderr.

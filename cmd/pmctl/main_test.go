@@ -310,3 +310,51 @@ func TestDemoIsIdempotentAndGetPrintsIt(t *testing.T) {
 		t.Fatalf("demo as the viewer: exit %d, stderr %s", code, stderr)
 	}
 }
+
+func TestCreateUpdateDelete(t *testing.T) {
+	cl := nodetest.Start(t, nodetest.Options{})
+	owner := uuid.New()
+	env := map[string]string{"PM_URL": cl.Nodes[0].URL(), "PM_TOKEN": cl.Token(tenant, owner)}
+	ctx := testContext(t)
+	idOf := regexp.MustCompile(`created \w+ ([0-9a-f-]{36}) `)
+	create := func(args ...string) string {
+		t.Helper()
+		code, stdout, stderr := pmctl(ctx, env, append([]string{"create"}, args...)...)
+		m := idOf.FindStringSubmatch(stdout)
+		if code != 0 || m == nil {
+			t.Fatalf("create %v: exit %d, stdout %q, stderr %s", args, code, stdout, stderr)
+		}
+		return m[1]
+	}
+	project := create("-type", "project", "-title", "Ops")
+	epic := create("-project", project, "-type", "epic", "-title", "Alerts")
+	task := create("-parent", epic, "-title", "Page on 5xx", "-status", "todo", "-points", "3")
+
+	code, stdout, stderr := pmctl(ctx, env, "update", "-project", project, "-item", task, "-status", "in_progress", "-points", "none", "-assignee", owner.String())
+	if code != 0 || !strings.Contains(stdout, "version 2") || !strings.Contains(stdout, "status: todo → in_progress") || !strings.Contains(stdout, "story_points: 3 → ∅") {
+		t.Fatalf("update: exit %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+	// A stale version is refused with the current one.
+	code, _, stderr = pmctl(ctx, env, "update", "-project", project, "-item", task, "-title", "late", "-version", "1")
+	if code != 1 || !strings.Contains(stderr, "CONFLICT") {
+		t.Fatalf("stale update: exit %d, stderr %s", code, stderr)
+	}
+	// Bad input is a usage error naming the flag.
+	code, _, stderr = pmctl(ctx, env, "create", "-project", project, "-title", "x", "-status", "blocked")
+	if code != 2 || !strings.Contains(stderr, "-status") {
+		t.Fatalf("bad status: exit %d, stderr %s", code, stderr)
+	}
+	code, _, stderr = pmctl(ctx, env, "delete", "-item", epic)
+	if code != 1 || !strings.Contains(stderr, "DELETE_BLOCKED") {
+		t.Fatalf("delete with a child: exit %d, stderr %s", code, stderr)
+	}
+	for _, id := range []string{task, epic} {
+		if code, stdout, stderr := pmctl(ctx, env, "delete", "-item", id); code != 0 || !strings.Contains(stdout, "deleted "+id) {
+			t.Fatalf("delete %s: exit %d, stdout %q, stderr %s", id, code, stdout, stderr)
+		}
+	}
+	items, _, err := cl.Store.ListWorkItems(ctx, pm.Actor{Tenant: tenant, User: owner}, pm.WorkItemQuery{ProjectID: uuid.MustParse(project)})
+	if err != nil || len(items) != 1 {
+		t.Fatalf("after deletes: %d live items, %v", len(items), err)
+	}
+}
