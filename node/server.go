@@ -72,6 +72,7 @@ type Config struct {
 	// Default 100.
 	MaxSubscriptions int
 	// Checks are readiness checks run by /readyz besides the Store's Ping.
+	// Only what the node cannot serve without belongs here.
 	Checks map[string]func(context.Context) error
 	// Logger receives one line per request and the node's events. Default: slog.Default().
 	Logger *slog.Logger

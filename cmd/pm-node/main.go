@@ -286,9 +286,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		RequestTimeout: cfg.RequestTimeout,
 		RatePerSecond:  cfg.RatePerSecond,
 		RateBurst:      cfg.RateBurst,
-		Checks: map[string]func(context.Context) error{
-			"redis": func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		},
+		// Readiness is Postgres only: without Redis a node still serves
+		// (writes commit; cross-node events and replays wait for Redis), and
+		// failing every node's check at once would turn a Redis blip into
+		// an outage.
 		Logger:     log,
 		Registerer: reg,
 		Gatherer:   reg,

@@ -166,9 +166,6 @@ func (c *Cluster) startNode(id string) *Node {
 	cfg := node.Config{
 		NodeID: id, Store: store, Fanout: hub, Auth: auth,
 		Logger: log, Registerer: reg, Gatherer: reg,
-		Checks: map[string]func(context.Context) error{
-			"redis": func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		},
 	}
 	if !c.opts.NoIdempotency {
 		ledger, err := pubsub.NewLedger(pubsub.LedgerConfig{Redis: rdb, Prefix: c.Prefix, Logger: log, Registerer: reg})
