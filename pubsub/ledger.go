@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,8 +33,10 @@ type LedgerConfig struct {
 	Prefix string
 	// TTL is how long a stored response is replayed. Zero means 1h.
 	TTL time.Duration
-	// PendingTTL is how long an unfinished claim blocks retries, e.g. after
-	// the node running the request crashed. Zero means 30s.
+	// PendingTTL is the lease of a running request's claim: the ledger
+	// renews it every third of it while the request runs, so it bounds how
+	// long the claim of a request whose node died blocks retries. Zero
+	// means 5s.
 	PendingTTL time.Duration
 	// PollInterval is how often Claim looks again while another attempt of
 	// the request runs. Zero means 25ms.
@@ -51,7 +54,7 @@ type LedgerConfig struct {
 // Defaults of LedgerConfig.
 const (
 	DefaultLedgerTTL    = time.Hour
-	DefaultPendingTTL   = 30 * time.Second
+	DefaultPendingTTL   = 5 * time.Second
 	DefaultPollInterval = 25 * time.Millisecond
 	DefaultOpTimeout    = 250 * time.Millisecond
 )
@@ -76,6 +79,12 @@ type Ledger struct {
 	m          *ledgerMetrics
 	complete   *redis.Script
 	release    *redis.Script
+	renew      *redis.Script
+
+	mu     sync.Mutex
+	leases map[string]chan struct{} // key+token → closed to stop its renewal
+	closed bool
+	wg     sync.WaitGroup // one per renewal goroutine
 }
 
 // NewLedger returns a ledger on cfg.Redis.
@@ -102,6 +111,12 @@ return 0`),
   return redis.call('DEL', KEYS[1])
 end
 return 0`),
+		// Extend the claim's lease only while the key still holds it.
+		renew: redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0`),
+		leases: make(map[string]chan struct{}),
 	}
 	if l.ttl < 0 || l.pendingTTL < 0 || l.poll < 0 || l.opTimeout < 0 {
 		return nil, errors.New("pubsub: LedgerConfig durations must not be negative")
@@ -137,6 +152,7 @@ func (l *Ledger) Claim(ctx context.Context, key pm.RequestKey, wait time.Duratio
 		old, err := l.setNXGet(ctx, k, pendingPrefix+token)
 		if errors.Is(err, redis.Nil) {
 			l.m.claimed.Inc()
+			l.hold(k, token)
 			return token, nil, nil
 		}
 		if err != nil {
@@ -178,6 +194,7 @@ func (l *Ledger) Complete(ctx context.Context, key pm.RequestKey, token string, 
 	if err != nil {
 		return err
 	}
+	l.unhold(k, token)
 	val := append([]byte(donePrefix), response...)
 	ctx, cancel := context.WithTimeout(ctx, l.opTimeout)
 	defer cancel()
@@ -200,12 +217,71 @@ func (l *Ledger) Release(ctx context.Context, key pm.RequestKey, token string) e
 	if err != nil {
 		return err
 	}
+	l.unhold(k, token)
 	ctx, cancel := context.WithTimeout(ctx, l.opTimeout)
 	defer cancel()
 	if err := l.release.Run(ctx, l.rdb, []string{k}, pendingPrefix+token).Err(); err != nil {
 		l.m.errors.WithLabelValues("release").Inc()
 		return fmt.Errorf("pubsub: idempotency release %s: %w", k, err)
 	}
+	return nil
+}
+
+// hold renews the lease of a claim every third of PendingTTL until unhold,
+// Close, or the claim is found lost.
+func (l *Ledger) hold(k, token string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	stop := make(chan struct{})
+	l.leases[k+token] = stop
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		tick := time.NewTicker(l.pendingTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), l.opTimeout)
+			n, err := l.renew.Run(ctx, l.rdb, []string{k}, pendingPrefix+token, l.pendingTTL.Milliseconds()).Int()
+			cancel()
+			switch {
+			case err != nil:
+				l.m.errors.WithLabelValues("renew").Inc()
+			case n == 0:
+				return // expired or taken over; Complete will say so
+			}
+		}
+	}()
+}
+
+// unhold stops renewing a claim's lease.
+func (l *Ledger) unhold(k, token string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if stop, ok := l.leases[k+token]; ok {
+		close(stop)
+		delete(l.leases, k+token)
+	}
+}
+
+// Close stops renewing the leases of claims still held (they expire after
+// PendingTTL) and waits for the renewals to end. Safe to call more than once.
+func (l *Ledger) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	for key, stop := range l.leases {
+		close(stop)
+		delete(l.leases, key)
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
 	return nil
 }
 

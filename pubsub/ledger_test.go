@@ -31,6 +31,7 @@ func MustLedger(tb testing.TB, c redis.UniversalClient, cfg LedgerConfig) *Ledge
 		tb.Fatalf("NewLedger: %v", err)
 	}
 	tb.Cleanup(func() {
+		_ = l.Close()
 		// Leave nothing behind in a shared Redis (errors: it was unreachable).
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -217,23 +218,47 @@ func TestLedgerReleaseLetsARetryRun(t *testing.T) {
 
 func TestLedgerExpiredClaimIsNotOverwritten(t *testing.T) {
 	c := MustClient(t, "")
-	l := MustLedger(t, c, LedgerConfig{PendingTTL: 50 * time.Millisecond})
+	prefix := MustPrefix(t)
+	dying := MustLedger(t, c, LedgerConfig{Prefix: prefix, PendingTTL: 50 * time.Millisecond})
+	l := MustLedger(t, c, LedgerConfig{Prefix: prefix, PendingTTL: 50 * time.Millisecond})
 	key := newRequest()
-	first, _ := claim(t, l, key, 0)
+	first, _ := claim(t, dying, key, 0)
+	_ = dying.Close() // its node dies: nobody renews the claim
 	k, _ := l.key(key)
 	waitFor(t, "the claim to expire", func() bool { return c.Exists(context.Background(), k).Val() == 0 })
 	second, _ := claim(t, l, key, 0)
 	if second == "" {
 		t.Fatal("the expired claim was not retaken")
 	}
-	if err := l.Complete(context.Background(), key, first, []byte("late")); !errors.Is(err, ErrClaimLost) {
+	if err := dying.Complete(context.Background(), key, first, []byte("late")); !errors.Is(err, ErrClaimLost) {
 		t.Fatalf("Complete after losing the claim: %v, want ErrClaimLost", err)
 	}
 	if v := c.Get(context.Background(), k).Val(); v != pendingPrefix+second {
 		t.Fatalf("key holds %q, want the second claim", v)
 	}
-	if got := value(l.m.lost); got != 1 {
+	if got := value(dying.m.lost); got != 1 {
 		t.Errorf("claims lost %v, want 1", got)
+	}
+}
+
+// A request that runs longer than PendingTTL keeps its claim: the lease is
+// renewed until Complete.
+func TestLedgerRenewsTheLeaseOfARunningRequest(t *testing.T) {
+	c := MustClient(t, "")
+	l := MustLedger(t, c, LedgerConfig{PendingTTL: 150 * time.Millisecond})
+	key := newRequest()
+	token, _ := claim(t, l, key, 0)
+	k, _ := l.key(key)
+	for start := time.Now(); time.Since(start) < 5*150*time.Millisecond; {
+		if v := c.Get(context.Background(), k).Val(); v != pendingPrefix+token {
+			t.Fatalf("after %v the key holds %q, want the running claim", time.Since(start), v)
+		}
+		if _, _, err := l.Claim(context.Background(), key, 0); pm.ErrorCode(err) != pm.EUnavailable {
+			t.Fatalf("a duplicate while the request runs: %v, want UNAVAILABLE", err)
+		}
+	}
+	if err := l.Complete(context.Background(), key, token, []byte("done")); err != nil {
+		t.Fatalf("Complete after a long run: %v", err)
 	}
 }
 

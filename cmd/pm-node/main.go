@@ -256,6 +256,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	defer ledger.Close()
 
 	authCtx, stopAuth := context.WithCancel(context.Background())
 	defer stopAuth()

@@ -173,6 +173,7 @@ func (c *Cluster) startNode(id string) *Node {
 			tb.Fatalf("nodetest: ledger: %v", err)
 		}
 		cfg.Idempotency = ledger
+		tb.Cleanup(func() { _ = ledger.Close() })
 	}
 	if c.opts.Configure != nil {
 		c.opts.Configure(&cfg)
