@@ -81,11 +81,11 @@ func (c *session) handle(req *pmv1.WebSocketMessage) {
 
 	outcome, frame, ev := c.respond(ctx, op, req)
 	c.enqueue(frame)
+	elapsed := c.srv.cfg.Now().Sub(start) // until the response is queued
 	if ev != nil {
-		c.publish(ctx, ev)
+		c.publish(ev)
 	}
 
-	elapsed := c.srv.cfg.Now().Sub(start)
 	c.srv.metrics.requests.WithLabelValues(op, outcome).Inc()
 	c.srv.metrics.requestSeconds.WithLabelValues(op).Observe(elapsed.Seconds())
 	c.srv.log.Info("request",
@@ -176,7 +176,12 @@ func (c *session) encode(messageID string, m *pmv1.WebSocketMessage) []byte {
 
 // publish sends a committed change to every subscriber of its project, on
 // every node. The event is encoded once; subscribers get these bytes.
-func (c *session) publish(ctx context.Context, ev *event) {
+func (c *session) publish(ev *event) {
+	// Its own short deadline: with Redis out of reach, a publish must not
+	// hold up the connection's next request for long (the fan-out then
+	// delivers on this node, and other nodes catch up by resync).
+	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.cfg.PublishTimeout)
+	defer cancel()
 	fanout := c.srv.cfg.Fanout
 	var err error
 	if ev.msg != nil {

@@ -59,6 +59,8 @@ type Config struct {
 	// IdempotencyWait is how long a duplicate of a still-running request
 	// waits for its response. Default 2s.
 	IdempotencyWait time.Duration
+	// PublishTimeout bounds publishing one committed event. Default 500ms.
+	PublishTimeout time.Duration
 	// PingInterval is how often the node pings an idle client; a client
 	// silent for two intervals is dropped. Default 25s.
 	PingInterval time.Duration
@@ -96,6 +98,7 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.SendQueueBytes, 4<<20)
 	setDefault(&c.RequestTimeout, 10*time.Second)
 	setDefault(&c.IdempotencyWait, 2*time.Second)
+	setDefault(&c.PublishTimeout, 500*time.Millisecond)
 	setDefault(&c.PingInterval, 25*time.Second)
 	setDefault(&c.WriteTimeout, 10*time.Second)
 	setDefault(&c.RatePerSecond, 50)

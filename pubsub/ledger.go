@@ -36,7 +36,7 @@ type LedgerConfig struct {
 	// PendingTTL is the lease of a running request's claim: the ledger
 	// renews it every third of it while the request runs, so it bounds how
 	// long the claim of a request whose node died blocks retries. Zero
-	// means 5s.
+	// means 3s.
 	PendingTTL time.Duration
 	// PollInterval is how often Claim looks again while another attempt of
 	// the request runs. Zero means 25ms.
@@ -54,7 +54,7 @@ type LedgerConfig struct {
 // Defaults of LedgerConfig.
 const (
 	DefaultLedgerTTL    = time.Hour
-	DefaultPendingTTL   = 5 * time.Second
+	DefaultPendingTTL   = 3 * time.Second
 	DefaultPollInterval = 25 * time.Millisecond
 	DefaultOpTimeout    = 250 * time.Millisecond
 )

@@ -131,10 +131,14 @@ func TestTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	project, err := c.CreateWorkItem(testContext(t), &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "P"})
+	// Made in the store, not through a node: its event must not race the
+	// tails' subscriptions below.
+	projectItem, _, err := cl.Store.CreateWorkItem(testContext(t), pm.Actor{Tenant: tenant, User: owner},
+		pm.NewWorkItem{Type: pm.TypeProject, Title: "P"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	project := struct{ Id string }{projectItem.ID.String()}
 	env := map[string]string{"PM_REDIS_URL": cl.RedisURL, "PM_REDIS_PREFIX": cl.Prefix}
 
 	type tail struct {
