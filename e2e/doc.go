@@ -1,0 +1,12 @@
+// Package e2e holds the end-to-end tests of a real pm cluster: pm-node
+// processes sharing Postgres and Redis, behind HAProxy where installed.
+//
+// The tests build cmd/pm-node once (with -race when the tests themselves
+// run with it), start a private redis-server and a fresh database per
+// cluster, and drive the nodes through the Go SDK (package client) the way
+// users' programs do: they assert what a user sees (replicas, answers,
+// error codes, HTTP statuses) and compare it with the database. They need
+// Postgres (127.0.0.1:5432) and redis-server on PATH (`make services`);
+// without haproxy on PATH they run against the nodes directly and skip the
+// load-balancer test.
+package e2e
