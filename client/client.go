@@ -71,6 +71,12 @@ type Options struct {
 	// replicas applied it. It runs on the client's sync goroutine: it must
 	// return quickly and must not call the Client.
 	OnEvent func(*pmv1.WebSocketMessage)
+	// OnConnectionChange, if set, is called when the connection is lost
+	// (connected false, the lost node's URL) and when a reconnect succeeds
+	// (connected true, the new node's URL), e.g. to show "reconnecting" in a
+	// UI. It runs on the client's connection goroutine: it must return
+	// quickly and must not call the Client.
+	OnConnectionChange func(connected bool, url string)
 	// Header adds request headers to the upgrade (e.g. for a proxy).
 	Header http.Header
 }
@@ -227,6 +233,7 @@ func (c *Client) run(cn *conn) {
 		}
 		code, reason := cn.closeStatus()
 		c.log.Info("pm: connection lost", "url", cn.url, "code", code, "reason", reason)
+		c.connectionChanged(false, cn.url)
 		next, err := c.reconnect(cn, code, reason)
 		if err != nil {
 			c.log.Warn("pm: client stopped", "err", err)
@@ -237,7 +244,14 @@ func (c *Client) run(cn *conn) {
 			return
 		}
 		cn = next
+		c.connectionChanged(true, cn.url)
 		c.inbox.command(cmdReconnected)
+	}
+}
+
+func (c *Client) connectionChanged(connected bool, url string) {
+	if c.opts.OnConnectionChange != nil {
+		c.opts.OnConnectionChange(connected, url)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -344,9 +345,18 @@ func TestReconnectsToAnotherNodeAndCatchesUp(t *testing.T) {
 	mustAddMember(t, w, project, viewer, pmv1.ProjectRole_PROJECT_ROLE_EDITOR)
 
 	var connects atomic.Int32
+	var changes struct {
+		sync.Mutex
+		seen []string
+	}
 	v := mustDial(t, cl, cl.Nodes[0].URL(), viewer, client.Options{
 		URLs:        []string{cl.Nodes[1].URL()},
 		TokenSource: func(context.Context) (string, error) { connects.Add(1); return cl.Token(tenant, viewer), nil },
+		OnConnectionChange: func(connected bool, url string) {
+			changes.Lock()
+			defer changes.Unlock()
+			changes.seen = append(changes.seen, fmt.Sprintf("%v %s", connected, url))
+		},
 	})
 	p := mustSubscribe(t, v, project)
 	for i := range 5 {
@@ -377,6 +387,11 @@ func TestReconnectsToAnotherNodeAndCatchesUp(t *testing.T) {
 	}
 	if connects.Load() < 2 {
 		t.Fatalf("token source asked %d times; want a reconnect", connects.Load())
+	}
+	changes.Lock()
+	defer changes.Unlock()
+	if want := []string{"false " + cl.Nodes[0].URL(), "true " + cl.Nodes[1].URL()}; !slices.Equal(changes.seen, want) {
+		t.Fatalf("connection changes %q, want %q", changes.seen, want)
 	}
 	if err := p.Err(); err != nil {
 		t.Fatalf("replica ended: %v", err)

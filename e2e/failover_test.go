@@ -336,13 +336,13 @@ func TestNodeKilledBehindHAProxy(t *testing.T) {
 	t.Logf("%v of the 4 clients behind HAProxy are on node 1", onVictim)
 	lost := func() (n int) {
 		for _, v := range viewers {
-			n += v.watch.count("pm: connection lost")
+			n += v.watch.lostCount()
 		}
 		return n
 	}
 	back := func() (n int) {
 		for _, v := range viewers {
-			n += v.watch.count("pm: reconnected")
+			n += v.watch.reconnectCount()
 		}
 		return n
 	}

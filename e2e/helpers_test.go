@@ -272,45 +272,40 @@ func waitFor(t *testing.T, p *client.Project, what string, cond func(*client.Pro
 	}
 }
 
-// logWatch is a client's logger that counts its records by message (e.g.
-// "pm: connection lost", "pm: reconnected") and writes them to the test's
-// output.
+// logWatch shows a client's log in the test's output and counts its
+// connection changes (Options.OnConnectionChange).
 type logWatch struct {
-	h      slog.Handler
-	mu     *sync.Mutex
-	counts map[string]int
+	mu          sync.Mutex
+	lost, found int
 }
 
 // watchLog returns a logWatch and the option that installs it.
 func watchLog(t *testing.T, name string) (*logWatch, func(*client.Options)) {
-	w := &logWatch{
-		h:      slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}).WithAttrs([]slog.Attr{slog.String("client", name)}),
-		mu:     new(sync.Mutex),
-		counts: map[string]int{},
+	w := &logWatch{}
+	return w, func(o *client.Options) {
+		o.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("client", name)
+		o.OnConnectionChange = func(connected bool, _ string) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if connected {
+				w.found++
+			} else {
+				w.lost++
+			}
+		}
 	}
-	return w, func(o *client.Options) { o.Logger = slog.New(w) }
 }
 
-func (w *logWatch) Enabled(ctx context.Context, l slog.Level) bool { return w.h.Enabled(ctx, l) }
-
-func (w *logWatch) Handle(ctx context.Context, r slog.Record) error {
-	w.mu.Lock()
-	w.counts[r.Message]++
-	w.mu.Unlock()
-	return w.h.Handle(ctx, r)
-}
-
-func (w *logWatch) WithAttrs(as []slog.Attr) slog.Handler {
-	return &logWatch{h: w.h.WithAttrs(as), mu: w.mu, counts: w.counts}
-}
-
-func (w *logWatch) WithGroup(name string) slog.Handler {
-	return &logWatch{h: w.h.WithGroup(name), mu: w.mu, counts: w.counts}
-}
-
-// count returns how many records with message msg were logged.
-func (w *logWatch) count(msg string) int {
+// lostCount returns how often the client lost its connection.
+func (w *logWatch) lostCount() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.counts[msg]
+	return w.lost
+}
+
+// reconnectCount returns how often the client reconnected.
+func (w *logWatch) reconnectCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.found
 }

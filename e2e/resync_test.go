@@ -136,7 +136,7 @@ func TestReconnectAfterNodeShutdown(t *testing.T) {
 	pc := subscribe(t, cc, project.Id)
 
 	c.nodes[1].stop()
-	eventually(t, 5*time.Second, func() bool { return watch.count("pm: connection lost") > 0 }, "carol notices node 2 is gone")
+	eventually(t, 5*time.Second, func() bool { return watch.lostCount() > 0 }, "carol notices node 2 is gone")
 	awayWrites := 0
 	for i, w := range items {
 		if !cc.Connected() {
@@ -154,7 +154,7 @@ func TestReconnectAfterNodeShutdown(t *testing.T) {
 	if awayWrites == 0 {
 		t.Fatal("carol reconnected before any write: the test proved nothing")
 	}
-	eventually(t, 10*time.Second, func() bool { return watch.count("pm: reconnected") > 0 }, "carol reconnects to node 1")
+	eventually(t, 10*time.Second, func() bool { return watch.reconnectCount() > 0 }, "carol reconnects to node 1")
 	c.assertConverged(t, pc, a)
 	if err := pc.Err(); err != nil {
 		t.Fatalf("the replica ended: %v", err)
