@@ -237,6 +237,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		AllowRLSBypass:   cfg.AllowRLSBypass,
 		Logger:           log,
 	})
+	if errors.Is(err, repo.ErrRLSBypass) {
+		return fmt.Errorf("%w (PM_ALLOW_RLS_BYPASS=true, or -allow-rls-bypass, starts anyway: development only)", err)
+	}
 	if err != nil {
 		return err
 	}
