@@ -43,3 +43,39 @@ func TestEveryPackageHasADoc(t *testing.T) {
 		}
 	}
 }
+
+// node, repo and pubsub never import each other (nor does the domain
+// import any of them): cmd/ wires them through the interfaces node declares.
+func TestLayersDoNotImportEachOther(t *testing.T) {
+	const module = "github.com/pmhq/pm/"
+	forbidden := map[string][]string{
+		".":      {"node", "repo", "pubsub", "client", "migrations"},
+		"node":   {"repo", "pubsub", "client"},
+		"repo":   {"node", "pubsub", "client"},
+		"pubsub": {"node", "repo", "client"},
+		"client": {"node", "repo", "pubsub"},
+	}
+	for dir, banned := range forbidden {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, file := range files {
+			if strings.HasSuffix(file, "_test.go") {
+				continue
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range f.Imports {
+				path := strings.Trim(imp.Path.Value, `"`)
+				for _, b := range banned {
+					if path == module+b || strings.HasPrefix(path, module+b+"/") {
+						t.Errorf("%s imports %s", file, path)
+					}
+				}
+			}
+		}
+	}
+}
