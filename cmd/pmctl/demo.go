@@ -65,19 +65,17 @@ func demoItemID(project uuid.UUID, key string) uuid.UUID {
 // first run made and changes nothing.
 func demoCmd(ctx context.Context, e env, args []string) error {
 	f := newFlags(e, "demo", "-url ws://host:port/ws -token T -project UUID [-editor UUID] [-viewer UUID]")
-	var url, token, project, editor, viewer, title string
-	var timeout time.Duration
-	f.str(&url, "url", "PM_URL", "ws://127.0.0.1:8080/ws", "node (or load balancer) WebSocket URL")
-	f.secret(&token, "token", "PM_TOKEN", "bearer token of the user who owns the demo project (see pmctl token)")
+	var c connFlags
+	var project, editor, viewer, title string
+	f.conn(&c, "own the demo project (see pmctl token)", time.Minute)
 	f.str(&project, "project", "PM_PROJECT", "", "id of the demo project")
 	f.str(&editor, "editor", "", "", "user UUID to add as editor (and assign some tasks to)")
 	f.str(&viewer, "viewer", "", "", "user UUID to add as viewer")
 	f.str(&title, "title", "", "Demo project", "title of the project when it is created")
-	f.duration(&timeout, "timeout", "", time.Minute, "give up after this long")
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if err := f.required(map[string]string{"token": token, "project": project}); err != nil {
+	if err := f.required(map[string]string{"token": c.token, "project": project}); err != nil {
 		return err
 	}
 	projectID, err := f.uuidFlag("project", project, false)
@@ -93,14 +91,13 @@ func demoCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c, err := client.Dial(ctx, url, client.Options{Token: token})
+	cl, ctx, cancel, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	n, err := seedDemo(ctx, c, projectID, title, editorID, viewerID)
+	defer cancel()
+	defer cl.Close()
+	n, err := seedDemo(ctx, cl, projectID, title, editorID, viewerID)
 	if err != nil {
 		return err
 	}

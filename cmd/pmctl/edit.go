@@ -13,29 +13,6 @@ import (
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
 )
 
-// connFlags are the flags every command that talks to a node has.
-type connFlags struct {
-	url, token string
-	timeout    time.Duration
-}
-
-func (f *flags) conn(c *connFlags, who string) {
-	f.str(&c.url, "url", "PM_URL", "ws://127.0.0.1:8080/ws", "node (or load balancer) WebSocket URL")
-	f.secret(&c.token, "token", "PM_TOKEN", "bearer token of a user who may "+who)
-	f.duration(&c.timeout, "timeout", "", 30*time.Second, "give up after this long")
-}
-
-// dial connects for one command; the caller closes the client and cancels.
-func (c connFlags) dial(ctx context.Context) (*client.Client, context.Context, context.CancelFunc, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	cl, err := client.Dial(ctx, c.url, client.Options{Token: c.token})
-	if err != nil {
-		cancel()
-		return nil, nil, nil, err
-	}
-	return cl, ctx, cancel, nil
-}
-
 // enumFlag maps a lower-case name ("in_progress") to an enum value of a
 // generated type whose value names carry prefix.
 func enumFlag[E ~int32](f *flags, name, value, prefix string, values map[string]int32) (E, error) {
@@ -58,7 +35,7 @@ func createCmd(ctx context.Context, e env, args []string) error {
 	var c connFlags
 	var project, parent, typ, title, desc, status, priority, assignee string
 	var points int
-	f.conn(&c, "edit the project")
+	f.conn(&c, "edit the project", 30*time.Second)
 	f.str(&project, "project", "PM_PROJECT", "", "project UUID (not for a new project)")
 	f.str(&parent, "parent", "", "", "parent UUID (default: the project)")
 	f.str(&typ, "type", "", "task", "project, epic, story or task")
@@ -123,7 +100,7 @@ func updateCmd(ctx context.Context, e env, args []string) error {
 	var c connFlags
 	var project, item string
 	var version int64
-	f.conn(&c, "edit the project")
+	f.conn(&c, "edit the project", 30*time.Second)
 	f.str(&project, "project", "PM_PROJECT", "", "project UUID")
 	f.str(&item, "item", "", "", "work item UUID")
 	f.Int64Var(&version, "version", 0, "expected version (default: the current one)")
@@ -210,7 +187,7 @@ func deleteCmd(ctx context.Context, e env, args []string) error {
 	var c connFlags
 	var item string
 	var version int64
-	f.conn(&c, "edit the project")
+	f.conn(&c, "edit the project", 30*time.Second)
 	f.str(&item, "item", "", "", "work item UUID")
 	f.Int64Var(&version, "version", 0, "expected version (0: any)")
 	if err := f.parse(args); err != nil {

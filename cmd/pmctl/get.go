@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
 )
@@ -19,7 +20,7 @@ func getCmd(ctx context.Context, e env, args []string) error {
 	f := newFlags(e, "get", "-url ws://host:port/ws -token T -project UUID")
 	var c connFlags
 	var project string
-	f.conn(&c, "view the project")
+	f.conn(&c, "view the project", 30*time.Second)
 	f.str(&project, "project", "PM_PROJECT", "", "project UUID")
 	if err := f.parse(args); err != nil {
 		return err

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/pmhq/pm/client"
 )
 
 func main() {
@@ -211,4 +213,28 @@ func (f *flags) uuidFlag(name, value string, optional bool) (uuid.UUID, error) {
 		return uuid.Nil, f.fail("-%s %q is not a UUID", name, value)
 	}
 	return id, nil
+}
+
+// connFlags are the flags every command that talks to a node has.
+type connFlags struct {
+	url, token string
+	timeout    time.Duration
+}
+
+// conn defines -url, -token (of a user who may do what) and -timeout.
+func (f *flags) conn(c *connFlags, who string, timeout time.Duration) {
+	f.str(&c.url, "url", "PM_URL", "ws://127.0.0.1:8080/ws", "node (or load balancer) WebSocket URL")
+	f.secret(&c.token, "token", "PM_TOKEN", "bearer token of a user who may "+who)
+	f.duration(&c.timeout, "timeout", "", timeout, "give up after this long")
+}
+
+// dial connects for one command; the caller closes the client and cancels.
+func (c connFlags) dial(ctx context.Context) (*client.Client, context.Context, context.CancelFunc, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	cl, err := client.Dial(ctx, c.url, client.Options{Token: c.token})
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return cl, ctx, cancel, nil
 }
