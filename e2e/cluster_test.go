@@ -168,7 +168,8 @@ func (n *node) start() error {
 		"PM_JWT_SECRET=" + string(c.secret),
 		"PM_LISTEN_ADDR=" + listen,
 		"PM_ADMIN_ADDR=" + admin,
-		"PM_NODE_ID=" + n.id,
+		// No PM_NODE_ID, as the README starts nodes: every node of the
+		// suite runs on this host under the same default name.
 		"PM_MIGRATE=true",
 		"PM_LOG_FORMAT=text",
 		"PM_SHUTDOWN_TIMEOUT=5s",

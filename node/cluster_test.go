@@ -255,3 +255,31 @@ func TestRedisDownDegradesGracefully(t *testing.T) {
 		t.Fatalf("%d items, want project and one task", len(list.WorkItems))
 	}
 }
+
+// Two nodes started on one host without PM_NODE_ID share a node name (the
+// host name); subscriber ids must still differ, or the author-skip of one
+// node's writer drops a subscriber on the other node with the same sequence
+// number.
+func TestUnnamedNodesOnOneHostDeliverToEachOther(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{Nodes: 2, Configure: func(cfg *node.Config) { cfg.NodeID = "same-host" }})
+	tenant, alice, bob := "acme", uuid.New(), uuid.New()
+	// The first connection of each node: the same sequence number on both.
+	a1 := nodetest.Dial(t, c.Nodes[0].URL(), c.Token(tenant, alice))
+	project := mustCreate(t, a1, &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "P"})
+	addMember(t, a1, project.Id, bob, pmv1.ProjectRole_PROJECT_ROLE_EDITOR)
+	b2 := nodetest.Dial(t, c.Nodes[1].URL(), c.Token(tenant, bob))
+	subscribe(t, a1, project.Id)
+	subscribe(t, b2, project.Id)
+
+	task := mustCreate(t, a1, &pmv1.CreateWorkItemRequest{ProjectId: project.Id, ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_TASK, Title: "seen on node 2"})
+	if got := b2.Next(wait).GetWorkItemCreated().GetWorkItem(); got.GetId() != task.Id {
+		t.Fatalf("subscriber on the other node: want the create of %s, got %v", task.Id, got)
+	}
+	upd := update(a1, &pmv1.UpdateWorkItemRequest{WorkItemId: task.Id, ExpectedVersion: 1, Title: proto.String("renamed")})
+	if upd.GetWorkItemUpdated() == nil {
+		t.Fatal(upd)
+	}
+	if got := b2.Next(wait).GetWorkItemUpdated().GetWorkItem(); got.GetTitle() != "renamed" {
+		t.Fatalf("subscriber on the other node: want the update, got %v", got)
+	}
+}

@@ -699,3 +699,12 @@ func TestReadiness(t *testing.T) {
 		}
 	}
 }
+
+func addMember(t *testing.T, conn *nodetest.Conn, project string, user uuid.UUID, role pmv1.ProjectRole) {
+	t.Helper()
+	resp, _ := conn.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_AddProjectMemberRequest{AddProjectMemberRequest: &pmv1.AddProjectMemberRequest{
+		ProjectId: project, UserId: user.String(), Role: role}}})
+	if resp.GetError() != nil {
+		t.Fatalf("add member: %v", resp)
+	}
+}

@@ -9,11 +9,13 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +36,9 @@ const (
 
 // Config configures a Server. Zero values take the documented defaults.
 type Config struct {
-	// NodeID names this node in logs and subscriber ids. Default: a random id.
+	// NodeID names this node in logs. Several nodes may share a name (e.g.
+	// the host name): subscriber ids come from a random instance id made
+	// at each New, never from NodeID. Default: "node-" and that instance id.
 	NodeID string
 	// Store is the database. Required.
 	Store Store
@@ -91,9 +95,6 @@ func (c *Config) setDefaults() error {
 	if c.Store == nil || c.Fanout == nil || c.Auth == nil {
 		return errors.New("node: Store, Fanout and Auth are required")
 	}
-	if c.NodeID == "" {
-		c.NodeID = "node-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
-	}
 	setDefault(&c.MaxFrameBytes, 256<<10)
 	setDefault(&c.SendQueueBytes, 4<<20)
 	setDefault(&c.RequestTimeout, 10*time.Second)
@@ -134,6 +135,10 @@ type Server struct {
 	ctx    context.Context // ends at Shutdown; parent of every request's context
 	cancel context.CancelFunc
 
+	// instance is unique per process start (per New): it prefixes the
+	// subscriber ids of the node's connections.
+	instance string
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	draining bool
@@ -152,7 +157,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: register metrics: %w", err)
 	}
+	instance := newInstanceID()
+	if cfg.NodeID == "" {
+		cfg.NodeID = "node-" + instance
+	}
 	s := &Server{
+		instance: instance,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		metrics:  m,
@@ -304,6 +314,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.cancel() // abort requests still running
 		return fmt.Errorf("node: shutdown: %w", ctx.Err())
 	}
+}
+
+// newInstanceID returns 64 random bits in base 32: ids that no other node
+// start shares, whatever the operator named the nodes.
+func newInstanceID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
 // gwsLogger routes gws's internal errors (e.g. recovered panics) to slog.

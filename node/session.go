@@ -27,7 +27,7 @@ const inboxSize = 32
 // byte-bounded send queue. The reader returns only after the other two.
 type session struct {
 	srv     *Server
-	id      string // unique in the cluster: node id / sequence
+	id      string // unique in the cluster: process instance / sequence
 	actor   pm.Actor
 	expires time.Time
 	limiter *rate.Limiter
@@ -55,7 +55,7 @@ var _ pm.Subscriber = (*session)(nil)
 func (s *Server) newSession(id Identity) *session {
 	sess := &session{
 		srv:     s,
-		id:      s.cfg.NodeID + "/" + strconv.FormatUint(s.seq.Add(1), 10),
+		id:      s.instance + "/" + strconv.FormatUint(s.seq.Add(1), 10),
 		actor:   id.Actor,
 		expires: id.Expires,
 		inbox:   make(chan *pmv1.WebSocketMessage, inboxSize),
