@@ -361,9 +361,12 @@ func projectIDs(ids []string, limit int) ([]uuid.UUID, error) {
 	return out, nil
 }
 
-// subscribe checks the view role on every project, then subscribes to all
-// of them, then reads their revisions: every event after the acknowledged
-// revision reaches the connection. It is all or nothing.
+// subscribe registers the connection for every project first and only
+// then reads each project's revision, which checks the view role: a removal
+// that commits before a read fails it, and one that commits after is
+// published after the registration, so it revokes the subscription. A
+// revocation that arrives during the subscribe fails it too. It is all or
+// nothing: on any failure the projects it added are dropped again.
 func (c *session) subscribe(ctx context.Context, r *pmv1.Subscribe) (*pmv1.WebSocketMessage, *event, error) {
 	ids, err := projectIDs(r.ProjectIds, c.srv.cfg.MaxSubscriptions)
 	if err != nil {
@@ -377,49 +380,66 @@ func (c *session) subscribe(ctx context.Context, r *pmv1.Subscribe) (*pmv1.WebSo
 			fresh = append(fresh, id)
 		}
 	}
-	total := len(c.subs) + len(fresh)
-	c.subMu.Unlock()
-	if total > c.srv.cfg.MaxSubscriptions {
+	if len(c.subs)+len(fresh) > c.srv.cfg.MaxSubscriptions {
+		c.subMu.Unlock()
 		return nil, nil, pm.FieldErrorf("project_ids", "at most %d projects per connection", c.srv.cfg.MaxSubscriptions)
 	}
+	// Listed before they are registered, so that SubscriptionRevoked,
+	// which can come as soon as they are, finds and removes them.
 	for _, id := range fresh {
-		if _, err := store.ProjectRevision(ctx, c.actor, id); err != nil {
-			return nil, nil, err
-		}
+		c.subs[id] = struct{}{}
 	}
-	for i, id := range fresh {
+	c.subMu.Unlock()
+	undo := func() {
+		for _, id := range fresh {
+			fanout.Unsubscribe(pm.ProjectKey{Tenant: c.actor.Tenant, Project: id}, c)
+		}
+		c.subMu.Lock()
+		for _, id := range fresh {
+			delete(c.subs, id)
+		}
+		c.subMu.Unlock()
+	}
+
+	for _, id := range fresh {
 		key := pm.ProjectKey{Tenant: c.actor.Tenant, Project: id}
 		sctx, cancel := context.WithTimeout(ctx, subscribeWait)
 		err := fanout.Subscribe(sctx, key, c)
 		cancel()
 		if err != nil && ctx.Err() == nil && sctx.Err() != nil {
 			// Redis has not confirmed yet. The subscription stays registered
-			// and the fan-out sends ResyncRequired once it is live, so the
-			// client is served now and repaired then.
+			// and the fan-out sends ResyncRequired once it is live (which
+			// also checks the role again), so the client is served now and
+			// repaired then.
 			c.srv.log.Warn("subscription not yet confirmed by Redis; continuing degraded", "project", id, "conn", c.id, "err", err)
 			err = nil
 		}
 		if err != nil {
-			for _, done := range fresh[:i+1] {
-				fanout.Unsubscribe(pm.ProjectKey{Tenant: c.actor.Tenant, Project: done}, c)
-			}
+			undo()
 			return nil, nil, fmt.Errorf("subscribe %s: %w", id, err)
 		}
 	}
-	c.subMu.Lock()
-	for _, id := range fresh {
-		c.subs[id] = struct{}{}
-	}
-	c.subMu.Unlock()
+
 	ack := &pmv1.SubscribeAck{Revisions: make(map[string]int64, len(ids))}
 	for _, id := range ids {
 		rev, err := store.ProjectRevision(ctx, c.actor, id)
 		if err != nil {
+			undo()
 			return nil, nil, err
 		}
 		ack.ProjectIds = append(ack.ProjectIds, id.String())
 		ack.Revisions[id.String()] = rev
 	}
+	c.subMu.Lock()
+	for _, id := range ids {
+		if _, ok := c.subs[id]; !ok {
+			c.subMu.Unlock()
+			undo()
+			return nil, nil, &pm.Error{Code: pm.EUnauthorized, Field: "project_ids",
+				Message: "access to project " + id.String() + " was revoked during the subscribe"}
+		}
+	}
+	c.subMu.Unlock()
 	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_SubscribeAck{SubscribeAck: ack}}, nil, nil
 }
 

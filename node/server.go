@@ -246,6 +246,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := s.newSession(id)
+	defer sess.cancel()
 	if !s.track(sess) {
 		s.metrics.upgrades.WithLabelValues("draining").Inc()
 		http.Error(w, "node is shutting down", http.StatusServiceUnavailable)

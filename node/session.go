@@ -38,10 +38,16 @@ type session struct {
 	done    chan struct{}  // closed when the reader has stopped
 	wg      sync.WaitGroup
 
+	// ctx is the parent of every request's context; it ends with the
+	// connection (cancel) or the node.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	mu          sync.Mutex
 	queue       [][]byte
 	queuedBytes int
 	closing     bool // a close frame is pending or sent; nothing more is queued
+	ended       bool // the connection is gone; nothing is queued or written
 	closeCode   uint16
 	closeReason string
 	wake        chan struct{} // capacity 1: the writer has work
@@ -64,6 +70,7 @@ func (s *Server) newSession(id Identity) *session {
 		wake:    make(chan struct{}, 1),
 		subs:    make(map[uuid.UUID]struct{}),
 	}
+	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	if s.cfg.RatePerSecond > 0 {
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RatePerSecond), s.cfg.RateBurst)
 	}
@@ -83,9 +90,15 @@ func (c *session) run(conn *gws.Conn) {
 	go c.work()
 	_ = conn.SetReadDeadline(c.srv.cfg.Now().Add(2 * c.srv.cfg.PingInterval))
 	conn.ReadLoop() // returns when the connection is closed, by either side
+	c.mu.Lock()
+	c.ended, c.queue, c.queuedBytes = true, nil, 0
+	c.mu.Unlock()
+	c.cancel() // the request under way, if any, ends
 	close(c.done)
-	c.srv.cfg.Fanout.UnsubscribeAll(c)
 	c.wg.Wait()
+	// Only now: until the worker has returned, a subscribe under way could
+	// still register the connection.
+	c.srv.cfg.Fanout.UnsubscribeAll(c)
 	log.Info("disconnected")
 }
 
@@ -270,7 +283,7 @@ func (c *session) abort() { _ = c.conn.NetConn().Close() }
 // dropped and it is closed with 4000, so it reconnects and resyncs.
 func (c *session) enqueue(frame []byte) {
 	c.mu.Lock()
-	if c.closing {
+	if c.closing || c.ended {
 		c.mu.Unlock()
 		return
 	}
@@ -293,7 +306,7 @@ func (c *session) enqueue(frame []byte) {
 // close sends a close frame with code after the frames already queued.
 func (c *session) close(code uint16, reason string) {
 	c.mu.Lock()
-	if c.closing {
+	if c.closing || c.ended {
 		c.mu.Unlock()
 		return
 	}
@@ -389,7 +402,8 @@ func stampPush(m *pmv1.WebSocketMessage, now time.Time) *pmv1.WebSocketMessage {
 	return m
 }
 
-// requestContext bounds one request's work; it ends early at shutdown.
+// requestContext bounds one request's work; it ends early when the
+// connection closes or the node shuts down.
 func (c *session) requestContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(c.srv.ctx, c.srv.cfg.RequestTimeout)
+	return context.WithTimeout(c.ctx, c.srv.cfg.RequestTimeout)
 }

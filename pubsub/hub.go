@@ -238,6 +238,7 @@ func (h *Hub) Subscribe(ctx context.Context, key pm.ProjectKey, sub pm.Subscribe
 	if s.topics[name] == nil {
 		s.topics[name] = t
 		t.add(member{id: id, user: sub.UserID(), sub: sub})
+		h.m.subscriptions.Inc()
 		h.settleLocked(t)
 	}
 	live, ready := t.live, t.ready
@@ -386,6 +387,7 @@ func (h *Hub) removeLocked(id, name string) {
 		delete(h.subs, id)
 	}
 	t.remove(id)
+	h.m.subscriptions.Dec()
 	h.settleLocked(t)
 }
 

@@ -15,6 +15,7 @@ type hubMetrics struct {
 	reconnects    prometheus.Counter
 	resyncs       *prometheus.CounterVec
 	channels      prometheus.Gauge
+	subscriptions prometheus.Gauge
 }
 
 func newHubMetrics(reg prometheus.Registerer, queued func() float64) (*hubMetrics, error) {
@@ -47,6 +48,10 @@ func newHubMetrics(reg prometheus.Registerer, queued func() float64) (*hubMetric
 			Name: "pm_pubsub_subscribed_channels",
 			Help: "Project channels this node subscribes in Redis.",
 		}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pm_pubsub_local_subscriptions",
+			Help: "Subscriptions of local subscribers (connections) to projects on this node.",
+		}),
 	}
 	for _, r := range []string{ReasonEventsDropped, ReasonRedisReconnected, ReasonLateConfirmation, ReasonMissedEvents} {
 		m.resyncs.WithLabelValues(r)
@@ -55,7 +60,7 @@ func newHubMetrics(reg prometheus.Registerer, queued func() float64) (*hubMetric
 		Name: "pm_pubsub_handoff_queued",
 		Help: "Messages waiting in the queue from the Redis reader to the fan-out.",
 	}, queued)
-	return m, register(reg, m.received, m.delivered, m.drops, m.publishErrors, m.reconnects, m.resyncs, m.channels, queue)
+	return m, register(reg, m.received, m.delivered, m.drops, m.publishErrors, m.reconnects, m.resyncs, m.channels, m.subscriptions, queue)
 }
 
 // ledgerMetrics are the Ledger's pm_idempotency_* metrics.
