@@ -35,6 +35,10 @@ type RequestKey struct {
 	Tenant    string
 	User      uuid.UUID
 	MessageID string
+	// Digest identifies the request's content (a hash of its payload): the
+	// same MessageID with another Digest is another request, which is
+	// refused rather than answered with the first one's outcome.
+	Digest string
 }
 
 // Snapshot says what state a read saw: the project's revision and the

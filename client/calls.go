@@ -200,15 +200,28 @@ func (c *Client) GetWorkItems(ctx context.Context, r *pmv1.GetWorkItemsRequest) 
 }
 
 // AddProjectMember adds a member or changes a member's role; it returns
-// the members after the change.
-func (c *Client) AddProjectMember(ctx context.Context, r *pmv1.AddProjectMemberRequest) (*pmv1.ProjectMembersList, error) {
-	return c.members(ctx, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_AddProjectMemberRequest{AddProjectMemberRequest: r}})
+// the member after the change.
+func (c *Client) AddProjectMember(ctx context.Context, r *pmv1.AddProjectMemberRequest) (*pmv1.ProjectMember, error) {
+	changed, err := c.memberChange(ctx, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_AddProjectMemberRequest{AddProjectMemberRequest: r}})
+	return changed.GetMember(), err
 }
 
-// RemoveProjectMember removes a member; it returns the members after the
-// change.
-func (c *Client) RemoveProjectMember(ctx context.Context, r *pmv1.RemoveProjectMemberRequest) (*pmv1.ProjectMembersList, error) {
-	return c.members(ctx, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_RemoveProjectMemberRequest{RemoveProjectMemberRequest: r}})
+// RemoveProjectMember removes a member; it returns the member as it was.
+func (c *Client) RemoveProjectMember(ctx context.Context, r *pmv1.RemoveProjectMemberRequest) (*pmv1.ProjectMember, error) {
+	changed, err := c.memberChange(ctx, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_RemoveProjectMemberRequest{RemoveProjectMemberRequest: r}})
+	return changed.GetMember(), err
+}
+
+func (c *Client) memberChange(ctx context.Context, m *pmv1.WebSocketMessage) (*pmv1.ProjectMemberChanged, error) {
+	resp, err := c.Do(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	changed := resp.GetProjectMemberChanged()
+	if changed == nil {
+		return nil, unexpected("ProjectMemberChanged", resp)
+	}
+	return changed, nil
 }
 
 // ListProjectMembers lists a project's members.

@@ -29,7 +29,7 @@ func TestEventsCrossNodes(t *testing.T) {
 	project := mustCreate(t, a1, &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "P"})
 	resp, _ := a1.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_AddProjectMemberRequest{AddProjectMemberRequest: &pmv1.AddProjectMemberRequest{
 		ProjectId: project.Id, UserId: bob.String(), Role: pmv1.ProjectRole_PROJECT_ROLE_EDITOR}}})
-	if resp.GetProjectMembersList() == nil {
+	if resp.GetProjectMemberChanged() == nil {
 		t.Fatal(resp)
 	}
 	ack := subscribe(t, b2, project.Id)
@@ -132,7 +132,7 @@ func TestMemberRemovalRevokesOnEveryNode(t *testing.T) {
 	project := mustCreate(t, adminConn, &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "P"})
 	member := func(m *pmv1.WebSocketMessage) {
 		t.Helper()
-		if resp, _ := adminConn.Request(m); resp.GetProjectMembersList() == nil {
+		if resp, _ := adminConn.Request(m); resp.GetProjectMemberChanged() == nil {
 			t.Fatal(resp)
 		}
 	}

@@ -127,16 +127,20 @@ func wireChanges(changes []pm.FieldChange) []*pmv1.FieldChange {
 
 func wireMembers(project uuid.UUID, members []pm.Member) *pmv1.ProjectMembersList {
 	list := &pmv1.ProjectMembersList{ProjectId: project.String(), Members: make([]*pmv1.ProjectMember, len(members))}
-	for i, m := range members {
-		list.Members[i] = &pmv1.ProjectMember{
-			ProjectId: m.ProjectID.String(),
-			UserId:    m.UserID.String(),
-			Role:      rolesToWire[m.Role],
-			AddedAt:   millis(m.AddedAt),
-			AddedBy:   idText(m.AddedBy),
-		}
+	for i := range members {
+		list.Members[i] = wireMember(&members[i])
 	}
 	return list
+}
+
+func wireMember(m *pm.Member) *pmv1.ProjectMember {
+	return &pmv1.ProjectMember{
+		ProjectId: m.ProjectID.String(),
+		UserId:    m.UserID.String(),
+		Role:      rolesToWire[m.Role],
+		AddedAt:   millis(m.AddedAt),
+		AddedBy:   idText(m.AddedBy),
+	}
 }
 
 func wireActivity(e *pm.ActivityEntry) *pmv1.ActivityEntry {

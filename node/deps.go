@@ -26,17 +26,19 @@ type Store interface {
 	// DeleteWorkItem soft-deletes an item without live children (editor role);
 	// expectedVersion 0 accepts any version. It returns the tombstone.
 	DeleteWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID, expectedVersion int64) (pm.WorkItem, error)
+	// GetWorkItem reads one item as it is now, tombstones included (viewer role).
+	GetWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID) (pm.WorkItem, error)
 	// ListWorkItems reads a project (viewer role) in one snapshot.
 	ListWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkItemQuery) ([]pm.WorkItem, pm.Snapshot, error)
 	// ProjectRevision checks that the actor may view the project and returns
 	// its current revision.
 	ProjectRevision(ctx context.Context, actor pm.Actor, project uuid.UUID) (int64, error)
 	// PutMember adds a member or changes a member's role (admin role) and
-	// returns the members after the change; demoting the last admin fails.
-	PutMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID, role pm.Role) ([]pm.Member, error)
-	// RemoveMember removes a member (admin role) and returns the members
-	// after the change; removing the last admin fails.
-	RemoveMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID) ([]pm.Member, error)
+	// returns the member after the change; demoting the last admin fails.
+	PutMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID, role pm.Role) (pm.Member, error)
+	// RemoveMember removes a member (admin role) and returns it as it was;
+	// removing the last admin fails.
+	RemoveMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID) (pm.Member, error)
 	// ListMembers lists a project's members by user id (viewer role).
 	ListMembers(ctx context.Context, actor pm.Actor, project uuid.UUID) ([]pm.Member, error)
 	// ListActivity reads a page of history, newest first (viewer role).
@@ -63,8 +65,10 @@ type Fanout interface {
 	UnsubscribeAll(sub pm.Subscriber)
 }
 
-// Idempotency remembers the responses of mutating requests by pm.RequestKey,
-// across nodes (implemented by pubsub.Ledger).
+// Idempotency remembers the outcomes of mutating requests by pm.RequestKey,
+// across nodes (implemented by pubsub.Ledger). A key's Digest tells requests
+// that reuse a message_id apart: a claim of a key whose record has another
+// digest is refused with a VALIDATION_ERROR on message_id.
 type Idempotency interface {
 	// Claim reserves the request's key and returns a token that proves the
 	// claim. If a response was stored for the key, Claim returns it as replay
@@ -73,7 +77,8 @@ type Idempotency interface {
 	// UNAVAILABLE *pm.Error. Any other error means the ledger is out of
 	// reach: the caller proceeds without it.
 	Claim(ctx context.Context, key pm.RequestKey, wait time.Duration) (token string, replay []byte, err error)
-	// Complete stores the response of a request, if the claim is still token's.
+	// Complete stores the record of a request's outcome (what a replay
+	// needs), if the claim is still token's.
 	Complete(ctx context.Context, key pm.RequestKey, token string, response []byte) error
 	// Release gives up a claim without a response (the request failed in a
 	// way worth retrying), so that a retry runs again.

@@ -103,11 +103,12 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 		claimed bool
 	)
 	if mutating[op] && ledger != nil {
+		key.Digest = requestDigest(req)
 		tok, replay, err := ledger.Claim(ctx, key, c.srv.cfg.IdempotencyWait)
 		var perr *pm.Error
 		switch {
 		case err == nil && replay != nil:
-			return "replayed", replay, nil
+			return "replayed", c.replay(ctx, replay), nil
 		case err == nil:
 			token, claimed = tok, true
 		case errors.As(err, &perr):
@@ -131,7 +132,7 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 		defer cancel()
 		var lerr error
 		if outcome == "ok" || replayable(outcome) {
-			lerr = ledger.Complete(lctx, key, token, frame)
+			lerr = ledger.Complete(lctx, key, token, c.record(resp, frame))
 		} else {
 			lerr = ledger.Release(lctx, key, token)
 		}
@@ -479,11 +480,11 @@ func (c *session) addMember(ctx context.Context, r *pmv1.AddProjectMemberRequest
 	if role == "" {
 		return nil, nil, pm.FieldErrorf("role", "role is required: viewer, editor or admin")
 	}
-	members, err := c.srv.cfg.Store.PutMember(ctx, c.actor, project, user, role)
+	member, err := c.srv.cfg.Store.PutMember(ctx, c.actor, project, user, role)
 	if err != nil {
 		return nil, nil, err
 	}
-	return membersPayload(project, members), nil, nil
+	return memberChanged(&member, false), nil, nil
 }
 
 func (c *session) removeMember(ctx context.Context, r *pmv1.RemoveProjectMemberRequest) (*pmv1.WebSocketMessage, *event, error) {
@@ -491,12 +492,18 @@ func (c *session) removeMember(ctx context.Context, r *pmv1.RemoveProjectMemberR
 	if err != nil {
 		return nil, nil, err
 	}
-	members, err := c.srv.cfg.Store.RemoveMember(ctx, c.actor, project, user)
+	member, err := c.srv.cfg.Store.RemoveMember(ctx, c.actor, project, user)
 	if err != nil {
 		return nil, nil, err
 	}
 	ev := &event{key: pm.ProjectKey{Tenant: c.actor.Tenant, Project: project}, removed: user}
-	return membersPayload(project, members), ev, nil
+	return memberChanged(&member, true), ev, nil
+}
+
+func memberChanged(m *pm.Member, removed bool) *pmv1.WebSocketMessage {
+	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ProjectMemberChanged{
+		ProjectMemberChanged: &pmv1.ProjectMemberChanged{Member: wireMember(m), Removed: removed},
+	}}
 }
 
 func (c *session) listMembers(ctx context.Context, r *pmv1.ListProjectMembersRequest) (*pmv1.WebSocketMessage, *event, error) {

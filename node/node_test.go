@@ -57,7 +57,7 @@ func newTeam(t *testing.T, opts nodetest.Options) *team {
 		resp, _ := tm.adminConn.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_AddProjectMemberRequest{
 			AddProjectMemberRequest: &pmv1.AddProjectMemberRequest{ProjectId: tm.project, UserId: user.String(), Role: role},
 		}})
-		if resp.GetProjectMembersList() == nil {
+		if resp.GetProjectMemberChanged() == nil {
 			t.Fatalf("add member: %v", resp)
 		}
 	}
@@ -521,14 +521,14 @@ func TestMembers(t *testing.T) {
 	// Promote the editor, then the last-admin rule holds for demotion and removal.
 	promote := member(tm.adminConn, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_AddProjectMemberRequest{AddProjectMemberRequest: &pmv1.AddProjectMemberRequest{
 		ProjectId: tm.project, UserId: tm.editor.String(), Role: pmv1.ProjectRole_PROJECT_ROLE_ADMIN}}})
-	if promote.GetProjectMembersList() == nil {
+	if m := promote.GetProjectMemberChanged().GetMember(); m.GetUserId() != tm.editor.String() || m.GetRole() != pmv1.ProjectRole_PROJECT_ROLE_ADMIN {
 		t.Fatalf("promote: %v", promote)
 	}
 	remove := func(conn *nodetest.Conn, user uuid.UUID) *pmv1.WebSocketMessage {
 		return member(conn, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_RemoveProjectMemberRequest{
 			RemoveProjectMemberRequest: &pmv1.RemoveProjectMemberRequest{ProjectId: tm.project, UserId: user.String()}}})
 	}
-	if got := remove(tm.adminConn, tm.admin); got.GetProjectMembersList() == nil {
+	if got := remove(tm.adminConn, tm.admin).GetProjectMemberChanged(); !got.GetRemoved() || got.GetMember().GetUserId() != tm.admin.String() {
 		t.Fatalf("admin removes themself while another admin exists: %v", got)
 	}
 	wantError(t, remove(tm.editorConn, tm.editor), pm.EValidation, "user_id")
@@ -538,7 +538,7 @@ func TestMembers(t *testing.T) {
 
 	// A removed viewer's subscription ends, and it is told.
 	subscribe(t, tm.viewerConn, tm.project)
-	if got := remove(tm.editorConn, tm.viewer); got.GetProjectMembersList() == nil {
+	if got := remove(tm.editorConn, tm.viewer).GetProjectMemberChanged(); !got.GetRemoved() || got.GetMember().GetRole() != pmv1.ProjectRole_PROJECT_ROLE_VIEWER {
 		t.Fatalf("remove viewer: %v", got)
 	}
 	revoked := tm.viewerConn.Next(wait).GetSubscriptionRevoked()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -59,11 +60,25 @@ const (
 	DefaultOpTimeout    = 250 * time.Millisecond
 )
 
-// Values stored under a ledger key.
+// Values stored under a ledger key: a state, the request's digest, and the
+// claim token or the record of the outcome.
 const (
-	pendingPrefix = "p:" // + claim token, while the request runs
-	donePrefix    = "d:" // + encoded response, once it has finished
+	pendingPrefix = "p:" // + digest + ":" + claim token, while the request runs
+	donePrefix    = "d:" // + digest + ":" + record, once it has finished
 )
+
+func pendingValue(digest, token string) string { return pendingPrefix + digest + ":" + token }
+
+// splitValue splits a stored value into its digest and the rest; done says
+// whether it holds a finished request's record.
+func splitValue(v string) (done bool, digest, rest string) {
+	body, done := strings.CutPrefix(v, donePrefix)
+	if !done {
+		body = strings.TrimPrefix(v, pendingPrefix)
+	}
+	digest, rest, _ = strings.Cut(body, ":")
+	return done, digest, rest
+}
 
 // Ledger remembers the responses of mutating requests in Redis, so that a
 // repeated request is answered on any node without running again. It
@@ -133,7 +148,9 @@ return 0`),
 }
 
 // Claim reserves the request's key and returns a token proving the claim. If
-// the request has a stored response, Claim returns it as replay instead. If
+// the request has a stored record, Claim returns it as replay instead. If the
+// key is held by a request with another digest (a message_id reused for
+// something else), Claim returns a VALIDATION_ERROR *pm.Error on message_id. If
 // another attempt of the request is still running, Claim waits up to wait
 // for its response (or for its claim to go away, and then claims) and
 // otherwise returns an UNAVAILABLE *pm.Error. Any other error means Redis is
@@ -149,10 +166,10 @@ func (l *Ledger) Claim(ctx context.Context, key pm.RequestKey, wait time.Duratio
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		old, err := l.setNXGet(ctx, k, pendingPrefix+token)
+		old, err := l.setNXGet(ctx, k, pendingValue(key.Digest, token))
 		if errors.Is(err, redis.Nil) {
 			l.m.claimed.Inc()
-			l.hold(k, token)
+			l.hold(k, pendingValue(key.Digest, token))
 			return token, nil, nil
 		}
 		if err != nil {
@@ -162,9 +179,14 @@ func (l *Ledger) Claim(ctx context.Context, key pm.RequestKey, wait time.Duratio
 		// Held: a response, or another attempt still running.
 		retryAfter := l.pendingTTL
 		for {
-			if resp, ok := strings.CutPrefix(old, donePrefix); ok {
+			done, digest, rest := splitValue(old)
+			if digest != key.Digest {
+				l.m.reused.Inc()
+				return "", nil, reused(key.MessageID)
+			}
+			if done {
 				l.m.replayed.Inc()
-				return "", []byte(resp), nil
+				return "", []byte(rest), nil
 			}
 			left := time.Until(deadline)
 			if left <= 0 || !sleep(ctx, min(l.poll, left)) {
@@ -187,18 +209,18 @@ func (l *Ledger) Claim(ctx context.Context, key pm.RequestKey, wait time.Duratio
 	}
 }
 
-// Complete stores response as the request's answer for TTL, if the claim is
+// Complete stores record as the request's outcome for TTL, if the claim is
 // still token's; otherwise it returns an error wrapping ErrClaimLost.
-func (l *Ledger) Complete(ctx context.Context, key pm.RequestKey, token string, response []byte) error {
+func (l *Ledger) Complete(ctx context.Context, key pm.RequestKey, token string, record []byte) error {
 	k, err := l.key(key)
 	if err != nil {
 		return err
 	}
-	l.unhold(k, token)
-	val := append([]byte(donePrefix), response...)
+	l.unhold(k, pendingValue(key.Digest, token))
+	val := append([]byte(donePrefix+key.Digest+":"), record...)
 	ctx, cancel := context.WithTimeout(ctx, l.opTimeout)
 	defer cancel()
-	n, err := l.complete.Run(ctx, l.rdb, []string{k}, pendingPrefix+token, val, l.ttl.Milliseconds()).Int()
+	n, err := l.complete.Run(ctx, l.rdb, []string{k}, pendingValue(key.Digest, token), val, l.ttl.Milliseconds()).Int()
 	if err != nil {
 		l.m.errors.WithLabelValues("complete").Inc()
 		return fmt.Errorf("pubsub: idempotency complete %s: %w", k, err)
@@ -217,26 +239,26 @@ func (l *Ledger) Release(ctx context.Context, key pm.RequestKey, token string) e
 	if err != nil {
 		return err
 	}
-	l.unhold(k, token)
+	l.unhold(k, pendingValue(key.Digest, token))
 	ctx, cancel := context.WithTimeout(ctx, l.opTimeout)
 	defer cancel()
-	if err := l.release.Run(ctx, l.rdb, []string{k}, pendingPrefix+token).Err(); err != nil {
+	if err := l.release.Run(ctx, l.rdb, []string{k}, pendingValue(key.Digest, token)).Err(); err != nil {
 		l.m.errors.WithLabelValues("release").Inc()
 		return fmt.Errorf("pubsub: idempotency release %s: %w", k, err)
 	}
 	return nil
 }
 
-// hold renews the lease of a claim every third of PendingTTL until unhold,
-// Close, or the claim is found lost.
-func (l *Ledger) hold(k, token string) {
+// hold renews the lease of a claim (the key holding the pending value)
+// every third of PendingTTL until unhold, Close, or the claim is found lost.
+func (l *Ledger) hold(k, pending string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return
 	}
 	stop := make(chan struct{})
-	l.leases[k+token] = stop
+	l.leases[k+pending] = stop
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
@@ -249,7 +271,7 @@ func (l *Ledger) hold(k, token string) {
 			case <-tick.C:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), l.opTimeout)
-			n, err := l.renew.Run(ctx, l.rdb, []string{k}, pendingPrefix+token, l.pendingTTL.Milliseconds()).Int()
+			n, err := l.renew.Run(ctx, l.rdb, []string{k}, pending, l.pendingTTL.Milliseconds()).Int()
 			cancel()
 			switch {
 			case err != nil:
@@ -262,12 +284,12 @@ func (l *Ledger) hold(k, token string) {
 }
 
 // unhold stops renewing a claim's lease.
-func (l *Ledger) unhold(k, token string) {
+func (l *Ledger) unhold(k, pending string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if stop, ok := l.leases[k+token]; ok {
+	if stop, ok := l.leases[k+pending]; ok {
 		close(stop)
-		delete(l.leases, k+token)
+		delete(l.leases, k+pending)
 	}
 }
 
@@ -322,7 +344,23 @@ func (l *Ledger) key(k pm.RequestKey) (string, error) {
 	if k.MessageID == "" || len(k.MessageID) > pm.MessageIDMaxBytes {
 		return "", fmt.Errorf("pubsub: idempotency key: message id must have 1..%d bytes", pm.MessageIDMaxBytes)
 	}
+	if len(k.Digest) > maxDigestBytes || strings.Contains(k.Digest, ":") {
+		return "", fmt.Errorf("pubsub: idempotency key: digest must have at most %d bytes and no colon", maxDigestBytes)
+	}
 	return l.prefix + "idem:" + k.Tenant + ":" + k.User.String() + ":" + k.MessageID, nil
+}
+
+// maxDigestBytes bounds RequestKey.Digest (a hex SHA-256 has 64).
+const maxDigestBytes = 128
+
+// reused is Claim's answer to a message_id that another request holds.
+func reused(messageID string) *pm.Error {
+	return &pm.Error{
+		Code:  pm.EValidation,
+		Field: "message_id",
+		Message: "message_id " + strconv.Quote(messageID) + " was already used for a different request; " +
+			"give every request its own message_id (a UUID), and reuse one only to retry the same request",
+	}
 }
 
 // busy is Claim's answer while another attempt of the request runs.

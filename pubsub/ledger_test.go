@@ -233,7 +233,7 @@ func TestLedgerExpiredClaimIsNotOverwritten(t *testing.T) {
 	if err := dying.Complete(context.Background(), key, first, []byte("late")); !errors.Is(err, ErrClaimLost) {
 		t.Fatalf("Complete after losing the claim: %v, want ErrClaimLost", err)
 	}
-	if v := c.Get(context.Background(), k).Val(); v != pendingPrefix+second {
+	if v := c.Get(context.Background(), k).Val(); v != pendingValue(key.Digest, second) {
 		t.Fatalf("key holds %q, want the second claim", v)
 	}
 	if got := value(dying.m.lost); got != 1 {
@@ -250,7 +250,7 @@ func TestLedgerRenewsTheLeaseOfARunningRequest(t *testing.T) {
 	token, _ := claim(t, l, key, 0)
 	k, _ := l.key(key)
 	for start := time.Now(); time.Since(start) < 5*150*time.Millisecond; {
-		if v := c.Get(context.Background(), k).Val(); v != pendingPrefix+token {
+		if v := c.Get(context.Background(), k).Val(); v != pendingValue(key.Digest, token) {
 			t.Fatalf("after %v the key holds %q, want the running claim", time.Since(start), v)
 		}
 		if _, _, err := l.Claim(context.Background(), key, 0); pm.ErrorCode(err) != pm.EUnavailable {
@@ -349,5 +349,41 @@ func TestLedgerRedisUnreachable(t *testing.T) {
 				t.Errorf("claim errors %v, want 1", got)
 			}
 		})
+	}
+}
+
+// A message_id reused for another request (another digest) is refused, while
+// the first request runs and after it finished; the first one's record is
+// never handed to it, and a retry of the first still replays.
+func TestLedgerRefusesAReusedMessageID(t *testing.T) {
+	c := MustClient(t, "")
+	l := MustLedger(t, c, LedgerConfig{})
+	first := newRequest()
+	first.Digest = "aaaa"
+	other := first
+	other.Digest = "bbbb"
+	token, _ := claim(t, l, first, 0)
+	for _, state := range []string{"running", "finished"} {
+		_, replay, err := l.Claim(context.Background(), other, time.Second)
+		if replay != nil || pm.ErrorCode(err) != pm.EValidation {
+			t.Fatalf("%s: reused id answered replay %q, err %v", state, replay, err)
+		}
+		var perr *pm.Error
+		if errors.As(err, &perr); perr.Field != "message_id" {
+			t.Fatalf("%s: error field %q", state, perr.Field)
+		}
+		if state == "running" {
+			if err := l.Complete(context.Background(), first, token, []byte("first's record")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, replay := claim(t, l, first, 0); string(replay) != "first's record" {
+		t.Fatalf("retry of the first: %q", replay)
+	}
+	bad := first
+	bad.Digest = "with:colon"
+	if _, _, err := l.Claim(context.Background(), bad, 0); err == nil || pm.ErrorCode(err) != pm.EInternal {
+		t.Fatalf("digest with a colon: %v", err)
 	}
 }

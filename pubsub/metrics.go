@@ -67,6 +67,7 @@ func newHubMetrics(reg prometheus.Registerer, queued func() float64) (*hubMetric
 type ledgerMetrics struct {
 	claimed  prometheus.Counter
 	replayed prometheus.Counter
+	reused   prometheus.Counter
 	inFlight prometheus.Counter
 	lost     prometheus.Counter
 	errors   *prometheus.CounterVec
@@ -80,7 +81,11 @@ func newLedgerMetrics(reg prometheus.Registerer) (*ledgerMetrics, error) {
 		}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_idempotency_replayed_total",
-			Help: "Repeated requests answered with the stored response.",
+			Help: "Repeated requests answered with the stored outcome.",
+		}),
+		reused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pm_idempotency_reused_ids_total",
+			Help: "Requests refused because their message_id was already used for a different request.",
 		}),
 		inFlight: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_idempotency_in_flight_total",
@@ -98,7 +103,7 @@ func newLedgerMetrics(reg prometheus.Registerer) (*ledgerMetrics, error) {
 	for _, op := range []string{"claim", "complete", "release"} {
 		m.errors.WithLabelValues(op)
 	}
-	return m, register(reg, m.claimed, m.replayed, m.inFlight, m.lost, m.errors)
+	return m, register(reg, m.claimed, m.replayed, m.reused, m.inFlight, m.lost, m.errors)
 }
 
 func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {

@@ -16,15 +16,15 @@ import (
 // work item writes; their activity entries record the revision they saw.
 
 // PutMember adds a member or changes a member's role (admin role) and returns
-// the members after the change. Demoting the project's last admin is a
+// the member after the change. Demoting the project's last admin is a
 // VALIDATION_ERROR on "role"; setting the role a member has changes nothing.
-func (s *Store) PutMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID, role pm.Role) (members []pm.Member, err error) {
+func (s *Store) PutMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID, role pm.Role) (member pm.Member, err error) {
 	op := fmt.Sprintf("put member %s of project %s", user, project)
 	if !role.Valid() {
-		return nil, fmt.Errorf("%s: %w", op, pm.FieldErrorf("role", "role must be viewer, editor or admin"))
+		return pm.Member{}, fmt.Errorf("%s: %w", op, pm.FieldErrorf("role", "role must be viewer, editor or admin"))
 	}
 	if user == uuid.Nil {
-		return nil, fmt.Errorf("%s: %w", op, pm.FieldErrorf("user_id", "user_id is required"))
+		return pm.Member{}, fmt.Errorf("%s: %w", op, pm.FieldErrorf("user_id", "user_id is required"))
 	}
 	err = s.run(ctx, op, actor.Tenant, readWrite, func(tx pgx.Tx) error {
 		revision, err := lockMembers(ctx, tx, actor, project)
@@ -59,32 +59,34 @@ func (s *Store) PutMember(ctx context.Context, actor pm.Actor, project, user uui
 		if err != nil {
 			return err
 		}
-		members, err = listMembers(ctx, tx, actor.Tenant, project)
+		member, _, err = readMember(ctx, tx, actor.Tenant, project, user)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return pm.Member{}, err
 	}
-	return members, nil
+	return member, nil
 }
 
-// RemoveMember removes a member (admin role) and returns the members after
-// the change. Removing a non-member is NOT_FOUND; removing the project's last
-// admin is a VALIDATION_ERROR on "user_id". An admin may remove themself.
-func (s *Store) RemoveMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID) (members []pm.Member, err error) {
+// RemoveMember removes a member (admin role) and returns the member as it
+// was. Removing a non-member is NOT_FOUND; removing the project's last admin
+// is a VALIDATION_ERROR on "user_id". An admin may remove themself.
+func (s *Store) RemoveMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID) (member pm.Member, err error) {
 	op := fmt.Sprintf("remove member %s of project %s", user, project)
 	err = s.run(ctx, op, actor.Tenant, readWrite, func(tx pgx.Tx) error {
 		revision, err := lockMembers(ctx, tx, actor, project)
 		if err != nil {
 			return err
 		}
-		old, err := memberRole(ctx, tx, actor.Tenant, project, user)
+		var found bool
+		member, found, err = readMember(ctx, tx, actor.Tenant, project, user)
 		if err != nil {
 			return err
 		}
-		if old == "" {
+		if !found {
 			return notFound("user_id", "user %s is not a member of project %s", user, project)
 		}
+		old := member.Role
 		if old == pm.RoleAdmin {
 			if err := requireAnotherAdmin(ctx, tx, actor.Tenant, project, "user_id", "remove"); err != nil {
 				return err
@@ -95,16 +97,12 @@ func (s *Store) RemoveMember(ctx context.Context, actor pm.Actor, project, user 
 		if err != nil {
 			return fmt.Errorf("delete member: %w", err)
 		}
-		if err := insertMemberActivity(ctx, tx, actor, project, user, pm.ActionMemberRemoved, old, "", revision); err != nil {
-			return err
-		}
-		members, err = listMembers(ctx, tx, actor.Tenant, project)
-		return err
+		return insertMemberActivity(ctx, tx, actor, project, user, pm.ActionMemberRemoved, old, "", revision)
 	})
 	if err != nil {
-		return nil, err
+		return pm.Member{}, err
 	}
-	return members, nil
+	return member, nil
 }
 
 // ListMembers lists a project's members by user id (viewer role).
@@ -138,18 +136,34 @@ func lockMembers(ctx context.Context, tx pgx.Tx, actor pm.Actor, project uuid.UU
 	return revision, nil
 }
 
-// memberRole returns a user's role in a project, "" for none.
-func memberRole(ctx context.Context, tx pgx.Tx, tenant string, project, user uuid.UUID) (pm.Role, error) {
+// memberColumns are read by scanMember, in its order.
+const memberColumns = `project_id, user_id, role, added_at, added_by`
+
+func scanMember(row pgx.Row) (pm.Member, error) {
+	var m pm.Member
 	var role string
-	err := tx.QueryRow(ctx, `SELECT role FROM project_members WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`,
-		tenant, project, user).Scan(&role)
+	err := row.Scan(&m.ProjectID, &m.UserID, &role, &m.AddedAt, &m.AddedBy)
+	m.Role = pm.Role(role)
+	return m, err
+}
+
+// readMember reads a user's membership of a project; found is false for none.
+func readMember(ctx context.Context, tx pgx.Tx, tenant string, project, user uuid.UUID) (m pm.Member, found bool, err error) {
+	m, err = scanMember(tx.QueryRow(ctx, `SELECT `+memberColumns+` FROM project_members
+		WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`, tenant, project, user))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
+		return pm.Member{}, false, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read member: %w", err)
+		return pm.Member{}, false, fmt.Errorf("read member: %w", err)
 	}
-	return pm.Role(role), nil
+	return m, true, nil
+}
+
+// memberRole returns a user's role in a project, "" for none.
+func memberRole(ctx context.Context, tx pgx.Tx, tenant string, project, user uuid.UUID) (pm.Role, error) {
+	m, _, err := readMember(ctx, tx, tenant, project, user)
+	return m.Role, err
 }
 
 // requireAnotherAdmin fails with a VALIDATION_ERROR on field unless the
@@ -168,18 +182,12 @@ func requireAnotherAdmin(ctx context.Context, tx pgx.Tx, tenant string, project 
 }
 
 func listMembers(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID) ([]pm.Member, error) {
-	rows, err := tx.Query(ctx, `SELECT project_id, user_id, role, added_at, added_by FROM project_members
+	rows, err := tx.Query(ctx, `SELECT `+memberColumns+` FROM project_members
 		WHERE tenant_id = $1 AND project_id = $2 ORDER BY user_id`, tenant, project)
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}
-	members, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pm.Member, error) {
-		var m pm.Member
-		var role string
-		err := row.Scan(&m.ProjectID, &m.UserID, &role, &m.AddedAt, &m.AddedBy)
-		m.Role = pm.Role(role)
-		return m, err
-	})
+	members, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pm.Member, error) { return scanMember(row) })
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}

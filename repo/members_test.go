@@ -15,31 +15,34 @@ func TestMembers(t *testing.T) {
 	rev := f.revision(t)
 	newcomer := uuid.New()
 
-	members, err := f.s.PutMember(ctx, f.admin, f.project.ID, newcomer, pm.RoleViewer)
+	m, err := f.s.PutMember(ctx, f.admin, f.project.ID, newcomer, pm.RoleViewer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(members) != 4 || !slices.IsSortedFunc(members, func(a, b pm.Member) int { return slices.Compare(a.UserID[:], b.UserID[:]) }) {
-		t.Errorf("members = %+v, want 4 ordered by user id", members)
-	}
-	if m := find(members, newcomer); m == nil || m.Role != pm.RoleViewer || m.AddedBy != f.admin.User || m.ProjectID != f.project.ID || m.AddedAt.IsZero() {
+	if m.UserID != newcomer || m.Role != pm.RoleViewer || m.AddedBy != f.admin.User || m.ProjectID != f.project.ID || m.AddedAt.IsZero() {
 		t.Errorf("newcomer = %+v", m)
 	}
-	members, err = f.s.PutMember(ctx, f.admin, f.project.ID, newcomer, pm.RoleEditor)
-	if err != nil || find(members, newcomer).Role != pm.RoleEditor {
-		t.Fatalf("promote: %+v, %v", members, err)
+	promoted, err := f.s.PutMember(ctx, f.admin, f.project.ID, newcomer, pm.RoleEditor)
+	if err != nil || promoted.Role != pm.RoleEditor || promoted.AddedAt != m.AddedAt {
+		t.Fatalf("promote: %+v, %v", promoted, err)
 	}
 	// Setting the same role again changes nothing.
-	if _, err := f.s.PutMember(ctx, f.admin, f.project.ID, newcomer, pm.RoleEditor); err != nil {
-		t.Fatal(err)
+	if again, err := f.s.PutMember(ctx, f.admin, f.project.ID, newcomer, pm.RoleEditor); err != nil || again != promoted {
+		t.Fatalf("same role again: %+v, %v", again, err)
 	}
-	listed, err := f.s.ListMembers(ctx, f.viewer, f.project.ID)
-	if err != nil || !slices.Equal(listed, members) {
-		t.Errorf("ListMembers = %+v, %v; want %+v", listed, err, members)
+	members, err := f.s.ListMembers(ctx, f.viewer, f.project.ID)
+	if err != nil || len(members) != 4 || !slices.IsSortedFunc(members, func(a, b pm.Member) int { return slices.Compare(a.UserID[:], b.UserID[:]) }) {
+		t.Errorf("ListMembers = %+v, %v; want 4 ordered by user id", members, err)
 	}
-	members, err = f.s.RemoveMember(ctx, f.admin, f.project.ID, newcomer)
-	if err != nil || find(members, newcomer) != nil || len(members) != 3 {
-		t.Fatalf("remove: %+v, %v", members, err)
+	if got := find(members, newcomer); got == nil || *got != promoted {
+		t.Errorf("listed newcomer = %+v, want %+v", got, promoted)
+	}
+	removed, err := f.s.RemoveMember(ctx, f.admin, f.project.ID, newcomer)
+	if err != nil || removed != promoted {
+		t.Fatalf("remove: %+v, %v", removed, err)
+	}
+	if members, _ := f.s.ListMembers(ctx, f.viewer, f.project.ID); find(members, newcomer) != nil || len(members) != 3 {
+		t.Fatalf("after remove: %+v", members)
 	}
 	if got := f.revision(t); got != rev {
 		t.Errorf("member changes moved the revision from %d to %d", rev, got)
@@ -91,9 +94,8 @@ func TestMembersLastAdmin(t *testing.T) {
 	if _, err := f.s.PutMember(ctx, f.editor, f.project.ID, f.admin.User, pm.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}
-	members, err := f.s.RemoveMember(ctx, f.admin, f.project.ID, f.admin.User)
-	if err != nil || find(members, f.admin.User) != nil {
-		t.Fatalf("admin removes themself: %+v, %v", members, err)
+	if removed, err := f.s.RemoveMember(ctx, f.admin, f.project.ID, f.admin.User); err != nil || removed.UserID != f.admin.User {
+		t.Fatalf("admin removes themself: %+v, %v", removed, err)
 	}
 	_, err = f.s.ListMembers(ctx, f.admin, f.project.ID)
 	wantCode(t, err, pm.EUnauthorized, "")

@@ -548,6 +548,26 @@ func (s *Store) ListWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkItem
 	return items, snap, nil
 }
 
+// GetWorkItem reads one item as it is now, a tombstone included (viewer
+// role in its project); NOT_FOUND when there is no such item in the tenant.
+func (s *Store) GetWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID) (item pm.WorkItem, err error) {
+	err = s.run(ctx, "read work item "+id.String(), actor.Tenant, readOnly, func(tx pgx.Tx) error {
+		w, err := readItem(ctx, tx, actor.Tenant, id, false)
+		if err != nil {
+			return err
+		}
+		if w == nil {
+			return notFound("work_item_id", "work item %s not found", id)
+		}
+		if _, err := requireRole(ctx, tx, actor, w.ProjectID, pm.RoleViewer); err != nil {
+			return err
+		}
+		item = *w
+		return nil
+	})
+	return item, err
+}
+
 // ProjectRevision checks that the actor may view the project and returns its
 // current revision.
 func (s *Store) ProjectRevision(ctx context.Context, actor pm.Actor, project uuid.UUID) (revision int64, err error) {

@@ -344,6 +344,7 @@ type WebSocketMessage struct {
 	//	*WebSocketMessage_WorkItemsList
 	//	*WebSocketMessage_ProjectMembersList
 	//	*WebSocketMessage_ActivityList
+	//	*WebSocketMessage_ProjectMemberChanged
 	//	*WebSocketMessage_Error
 	Payload       isWebSocketMessage_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
@@ -581,6 +582,15 @@ func (x *WebSocketMessage) GetActivityList() *ActivityList {
 	return nil
 }
 
+func (x *WebSocketMessage) GetProjectMemberChanged() *ProjectMemberChanged {
+	if x != nil {
+		if x, ok := x.Payload.(*WebSocketMessage_ProjectMemberChanged); ok {
+			return x.ProjectMemberChanged
+		}
+	}
+	return nil
+}
+
 func (x *WebSocketMessage) GetError() *Error {
 	if x != nil {
 		if x, ok := x.Payload.(*WebSocketMessage_Error); ok {
@@ -674,6 +684,10 @@ type WebSocketMessage_ActivityList struct {
 	ActivityList *ActivityList `protobuf:"bytes,45,opt,name=activity_list,json=activityList,proto3,oneof"`
 }
 
+type WebSocketMessage_ProjectMemberChanged struct {
+	ProjectMemberChanged *ProjectMemberChanged `protobuf:"bytes,46,opt,name=project_member_changed,json=projectMemberChanged,proto3,oneof"`
+}
+
 type WebSocketMessage_Error struct {
 	Error *Error `protobuf:"bytes,50,opt,name=error,proto3,oneof"`
 }
@@ -717,6 +731,8 @@ func (*WebSocketMessage_WorkItemsList) isWebSocketMessage_Payload() {}
 func (*WebSocketMessage_ProjectMembersList) isWebSocketMessage_Payload() {}
 
 func (*WebSocketMessage_ActivityList) isWebSocketMessage_Payload() {}
+
+func (*WebSocketMessage_ProjectMemberChanged) isWebSocketMessage_Payload() {}
 
 func (*WebSocketMessage_Error) isWebSocketMessage_Payload() {}
 
@@ -1888,7 +1904,7 @@ func (x *WorkItemDeleted) GetWorkItem() *WorkItem {
 }
 
 // AddProjectMemberRequest adds a member or changes a member's role (admin
-// role). Answered by ProjectMembersList.
+// role). Answered by ProjectMemberChanged.
 type AddProjectMemberRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
@@ -1950,7 +1966,7 @@ func (x *AddProjectMemberRequest) GetRole() ProjectRole {
 }
 
 // RemoveProjectMemberRequest removes a member (admin role); the last admin
-// cannot be removed. Answered by ProjectMembersList.
+// cannot be removed. Answered by ProjectMemberChanged with removed set.
 type RemoveProjectMemberRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ProjectId string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
@@ -2187,6 +2203,61 @@ func (x *ProjectMembersList) GetMembers() []*ProjectMember {
 	return nil
 }
 
+// ProjectMemberChanged answers AddProjectMemberRequest and
+// RemoveProjectMemberRequest with the one member concerned: as it is after
+// the change, or as it was before its removal (removed set).
+type ProjectMemberChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        *ProjectMember         `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Removed       bool                   `protobuf:"varint,2,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectMemberChanged) Reset() {
+	*x = ProjectMemberChanged{}
+	mi := &file_pm_v1_messages_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectMemberChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectMemberChanged) ProtoMessage() {}
+
+func (x *ProjectMemberChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_pm_v1_messages_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectMemberChanged.ProtoReflect.Descriptor instead.
+func (*ProjectMemberChanged) Descriptor() ([]byte, []int) {
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ProjectMemberChanged) GetMember() *ProjectMember {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *ProjectMemberChanged) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
 // GetActivityRequest reads a project's history, or one item's, newest first
 // (view role).
 type GetActivityRequest struct {
@@ -2203,7 +2274,7 @@ type GetActivityRequest struct {
 
 func (x *GetActivityRequest) Reset() {
 	*x = GetActivityRequest{}
-	mi := &file_pm_v1_messages_proto_msgTypes[22]
+	mi := &file_pm_v1_messages_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2286,7 @@ func (x *GetActivityRequest) String() string {
 func (*GetActivityRequest) ProtoMessage() {}
 
 func (x *GetActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[22]
+	mi := &file_pm_v1_messages_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2299,7 @@ func (x *GetActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetActivityRequest.ProtoReflect.Descriptor instead.
 func (*GetActivityRequest) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{22}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetActivityRequest) GetProjectId() string {
@@ -2279,7 +2350,7 @@ type ActivityEntry struct {
 
 func (x *ActivityEntry) Reset() {
 	*x = ActivityEntry{}
-	mi := &file_pm_v1_messages_proto_msgTypes[23]
+	mi := &file_pm_v1_messages_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2291,7 +2362,7 @@ func (x *ActivityEntry) String() string {
 func (*ActivityEntry) ProtoMessage() {}
 
 func (x *ActivityEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[23]
+	mi := &file_pm_v1_messages_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2304,7 +2375,7 @@ func (x *ActivityEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivityEntry.ProtoReflect.Descriptor instead.
 func (*ActivityEntry) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{23}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ActivityEntry) GetId() int64 {
@@ -2382,7 +2453,7 @@ type ActivityList struct {
 
 func (x *ActivityList) Reset() {
 	*x = ActivityList{}
-	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	mi := &file_pm_v1_messages_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +2465,7 @@ func (x *ActivityList) String() string {
 func (*ActivityList) ProtoMessage() {}
 
 func (x *ActivityList) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	mi := &file_pm_v1_messages_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +2478,7 @@ func (x *ActivityList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivityList.ProtoReflect.Descriptor instead.
 func (*ActivityList) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{24}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ActivityList) GetEntries() []*ActivityEntry {
@@ -2443,7 +2514,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	mi := &file_pm_v1_messages_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2526,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	mi := &file_pm_v1_messages_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2539,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{25}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Error) GetCode() string {
@@ -2510,7 +2581,7 @@ var File_pm_v1_messages_proto protoreflect.FileDescriptor
 
 const file_pm_v1_messages_proto_rawDesc = "" +
 	"\n" +
-	"\x14pm/v1/messages.proto\x12\x05pm.v1\"\xf1\f\n" +
+	"\x14pm/v1/messages.proto\x12\x05pm.v1\"\xc6\r\n" +
 	"\x10WebSocketMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1c\n" +
@@ -2535,7 +2606,8 @@ const file_pm_v1_messages_proto_rawDesc = "" +
 	"\x11work_item_deleted\x18* \x01(\v2\x16.pm.v1.WorkItemDeletedH\x00R\x0fworkItemDeleted\x12>\n" +
 	"\x0fwork_items_list\x18+ \x01(\v2\x14.pm.v1.WorkItemsListH\x00R\rworkItemsList\x12M\n" +
 	"\x14project_members_list\x18, \x01(\v2\x19.pm.v1.ProjectMembersListH\x00R\x12projectMembersList\x12:\n" +
-	"\ractivity_list\x18- \x01(\v2\x13.pm.v1.ActivityListH\x00R\factivityList\x12$\n" +
+	"\ractivity_list\x18- \x01(\v2\x13.pm.v1.ActivityListH\x00R\factivityList\x12S\n" +
+	"\x16project_member_changed\x18. \x01(\v2\x1b.pm.v1.ProjectMemberChangedH\x00R\x14projectMemberChanged\x12$\n" +
 	"\x05error\x182 \x01(\v2\f.pm.v1.ErrorH\x00R\x05errorB\t\n" +
 	"\apayload\"\xeb\x04\n" +
 	"\bWorkItem\x12\x0e\n" +
@@ -2687,7 +2759,10 @@ const file_pm_v1_messages_proto_rawDesc = "" +
 	"\x12ProjectMembersList\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12.\n" +
-	"\amembers\x18\x02 \x03(\v2\x14.pm.v1.ProjectMemberR\amembers\"\x8a\x01\n" +
+	"\amembers\x18\x02 \x03(\v2\x14.pm.v1.ProjectMemberR\amembers\"^\n" +
+	"\x14ProjectMemberChanged\x12,\n" +
+	"\x06member\x18\x01 \x01(\v2\x14.pm.v1.ProjectMemberR\x06member\x12\x18\n" +
+	"\aremoved\x18\x02 \x01(\bR\aremoved\"\x8a\x01\n" +
 	"\x12GetActivityRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12 \n" +
@@ -2764,7 +2839,7 @@ func file_pm_v1_messages_proto_rawDescGZIP() []byte {
 }
 
 var file_pm_v1_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pm_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_pm_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_pm_v1_messages_proto_goTypes = []any{
 	(WorkItemType)(0),                  // 0: pm.v1.WorkItemType
 	(WorkItemStatus)(0),                // 1: pm.v1.WorkItemStatus
@@ -2793,11 +2868,12 @@ var file_pm_v1_messages_proto_goTypes = []any{
 	(*ListProjectMembersRequest)(nil),  // 24: pm.v1.ListProjectMembersRequest
 	(*ProjectMember)(nil),              // 25: pm.v1.ProjectMember
 	(*ProjectMembersList)(nil),         // 26: pm.v1.ProjectMembersList
-	(*GetActivityRequest)(nil),         // 27: pm.v1.GetActivityRequest
-	(*ActivityEntry)(nil),              // 28: pm.v1.ActivityEntry
-	(*ActivityList)(nil),               // 29: pm.v1.ActivityList
-	(*Error)(nil),                      // 30: pm.v1.Error
-	nil,                                // 31: pm.v1.SubscribeAck.RevisionsEntry
+	(*ProjectMemberChanged)(nil),       // 27: pm.v1.ProjectMemberChanged
+	(*GetActivityRequest)(nil),         // 28: pm.v1.GetActivityRequest
+	(*ActivityEntry)(nil),              // 29: pm.v1.ActivityEntry
+	(*ActivityList)(nil),               // 30: pm.v1.ActivityList
+	(*Error)(nil),                      // 31: pm.v1.Error
+	nil,                                // 32: pm.v1.SubscribeAck.RevisionsEntry
 }
 var file_pm_v1_messages_proto_depIdxs = []int32{
 	8,  // 0: pm.v1.WebSocketMessage.subscribe:type_name -> pm.v1.Subscribe
@@ -2813,40 +2889,42 @@ var file_pm_v1_messages_proto_depIdxs = []int32{
 	22, // 10: pm.v1.WebSocketMessage.add_project_member_request:type_name -> pm.v1.AddProjectMemberRequest
 	23, // 11: pm.v1.WebSocketMessage.remove_project_member_request:type_name -> pm.v1.RemoveProjectMemberRequest
 	24, // 12: pm.v1.WebSocketMessage.list_project_members_request:type_name -> pm.v1.ListProjectMembersRequest
-	27, // 13: pm.v1.WebSocketMessage.get_activity_request:type_name -> pm.v1.GetActivityRequest
+	28, // 13: pm.v1.WebSocketMessage.get_activity_request:type_name -> pm.v1.GetActivityRequest
 	19, // 14: pm.v1.WebSocketMessage.work_item_created:type_name -> pm.v1.WorkItemCreated
 	20, // 15: pm.v1.WebSocketMessage.work_item_updated:type_name -> pm.v1.WorkItemUpdated
 	21, // 16: pm.v1.WebSocketMessage.work_item_deleted:type_name -> pm.v1.WorkItemDeleted
 	18, // 17: pm.v1.WebSocketMessage.work_items_list:type_name -> pm.v1.WorkItemsList
 	26, // 18: pm.v1.WebSocketMessage.project_members_list:type_name -> pm.v1.ProjectMembersList
-	29, // 19: pm.v1.WebSocketMessage.activity_list:type_name -> pm.v1.ActivityList
-	30, // 20: pm.v1.WebSocketMessage.error:type_name -> pm.v1.Error
-	0,  // 21: pm.v1.WorkItem.item_type:type_name -> pm.v1.WorkItemType
-	1,  // 22: pm.v1.WorkItem.status:type_name -> pm.v1.WorkItemStatus
-	2,  // 23: pm.v1.WorkItem.priority:type_name -> pm.v1.WorkItemPriority
-	31, // 24: pm.v1.SubscribeAck.revisions:type_name -> pm.v1.SubscribeAck.RevisionsEntry
-	0,  // 25: pm.v1.CreateWorkItemRequest.item_type:type_name -> pm.v1.WorkItemType
-	1,  // 26: pm.v1.CreateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
-	2,  // 27: pm.v1.CreateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
-	1,  // 28: pm.v1.UpdateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
-	2,  // 29: pm.v1.UpdateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
-	6,  // 30: pm.v1.WorkItemsList.work_items:type_name -> pm.v1.WorkItem
-	6,  // 31: pm.v1.WorkItemCreated.work_item:type_name -> pm.v1.WorkItem
-	6,  // 32: pm.v1.WorkItemUpdated.work_item:type_name -> pm.v1.WorkItem
-	7,  // 33: pm.v1.WorkItemUpdated.changes:type_name -> pm.v1.FieldChange
-	6,  // 34: pm.v1.WorkItemDeleted.work_item:type_name -> pm.v1.WorkItem
-	3,  // 35: pm.v1.AddProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
-	3,  // 36: pm.v1.RemoveProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
-	3,  // 37: pm.v1.ProjectMember.role:type_name -> pm.v1.ProjectRole
-	25, // 38: pm.v1.ProjectMembersList.members:type_name -> pm.v1.ProjectMember
-	4,  // 39: pm.v1.ActivityEntry.action:type_name -> pm.v1.ActivityAction
-	7,  // 40: pm.v1.ActivityEntry.changes:type_name -> pm.v1.FieldChange
-	28, // 41: pm.v1.ActivityList.entries:type_name -> pm.v1.ActivityEntry
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	30, // 19: pm.v1.WebSocketMessage.activity_list:type_name -> pm.v1.ActivityList
+	27, // 20: pm.v1.WebSocketMessage.project_member_changed:type_name -> pm.v1.ProjectMemberChanged
+	31, // 21: pm.v1.WebSocketMessage.error:type_name -> pm.v1.Error
+	0,  // 22: pm.v1.WorkItem.item_type:type_name -> pm.v1.WorkItemType
+	1,  // 23: pm.v1.WorkItem.status:type_name -> pm.v1.WorkItemStatus
+	2,  // 24: pm.v1.WorkItem.priority:type_name -> pm.v1.WorkItemPriority
+	32, // 25: pm.v1.SubscribeAck.revisions:type_name -> pm.v1.SubscribeAck.RevisionsEntry
+	0,  // 26: pm.v1.CreateWorkItemRequest.item_type:type_name -> pm.v1.WorkItemType
+	1,  // 27: pm.v1.CreateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
+	2,  // 28: pm.v1.CreateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
+	1,  // 29: pm.v1.UpdateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
+	2,  // 30: pm.v1.UpdateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
+	6,  // 31: pm.v1.WorkItemsList.work_items:type_name -> pm.v1.WorkItem
+	6,  // 32: pm.v1.WorkItemCreated.work_item:type_name -> pm.v1.WorkItem
+	6,  // 33: pm.v1.WorkItemUpdated.work_item:type_name -> pm.v1.WorkItem
+	7,  // 34: pm.v1.WorkItemUpdated.changes:type_name -> pm.v1.FieldChange
+	6,  // 35: pm.v1.WorkItemDeleted.work_item:type_name -> pm.v1.WorkItem
+	3,  // 36: pm.v1.AddProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
+	3,  // 37: pm.v1.RemoveProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
+	3,  // 38: pm.v1.ProjectMember.role:type_name -> pm.v1.ProjectRole
+	25, // 39: pm.v1.ProjectMembersList.members:type_name -> pm.v1.ProjectMember
+	25, // 40: pm.v1.ProjectMemberChanged.member:type_name -> pm.v1.ProjectMember
+	4,  // 41: pm.v1.ActivityEntry.action:type_name -> pm.v1.ActivityAction
+	7,  // 42: pm.v1.ActivityEntry.changes:type_name -> pm.v1.FieldChange
+	29, // 43: pm.v1.ActivityList.entries:type_name -> pm.v1.ActivityEntry
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_pm_v1_messages_proto_init() }
@@ -2875,6 +2953,7 @@ func file_pm_v1_messages_proto_init() {
 		(*WebSocketMessage_WorkItemsList)(nil),
 		(*WebSocketMessage_ProjectMembersList)(nil),
 		(*WebSocketMessage_ActivityList)(nil),
+		(*WebSocketMessage_ProjectMemberChanged)(nil),
 		(*WebSocketMessage_Error)(nil),
 	}
 	file_pm_v1_messages_proto_msgTypes[1].OneofWrappers = []any{}
@@ -2886,7 +2965,7 @@ func file_pm_v1_messages_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pm_v1_messages_proto_rawDesc), len(file_pm_v1_messages_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
