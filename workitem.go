@@ -17,8 +17,11 @@ const (
 	DescriptionMaxBytes = 64 << 10 // UTF-8 bytes
 	StoryPointsMin      = 0        // inclusive
 	StoryPointsMax      = 1000     // inclusive
-	PositionMaxBytes    = position.MaxKeyLength
-	MessageIDMaxBytes   = 128 // a request's message_id
+	PositionMaxBytes    = 256      // of a client's position; half of position.MaxKeyLength
+	MessageIDMaxBytes   = 128      // a request's message_id
+	// TimestampMaxMillis is the largest unix-millisecond time a request may
+	// carry: 9999-12-31T23:59:59.999Z, within Postgres's and JavaScript's range.
+	TimestampMaxMillis = 253402300799999
 )
 
 // ItemType is the level of a work item.
@@ -325,11 +328,14 @@ type FieldChange struct {
 	New   string `json:"new,omitempty"`
 }
 
-// ValidateTitle checks a trimmed title: 1..TitleMaxRunes runes of valid UTF-8.
+// ValidateTitle checks a trimmed title: 1..TitleMaxRunes runes of valid
+// UTF-8, no NUL (which Postgres text cannot hold).
 func ValidateTitle(title string) error {
 	switch {
 	case !utf8.ValidString(title):
 		return FieldErrorf("title", "title is not valid UTF-8")
+	case strings.IndexByte(title, 0) >= 0:
+		return FieldErrorf("title", "title must not contain NUL characters")
 	case title == "":
 		return FieldErrorf("title", "title is required")
 	case utf8.RuneCountInString(title) > TitleMaxRunes:
@@ -338,12 +344,14 @@ func ValidateTitle(title string) error {
 	return nil
 }
 
-// ValidateDescription checks a description: valid UTF-8, at most
-// DescriptionMaxBytes bytes.
+// ValidateDescription checks a description: valid UTF-8 without NUL, at
+// most DescriptionMaxBytes bytes.
 func ValidateDescription(d string) error {
 	switch {
 	case !utf8.ValidString(d):
 		return FieldErrorf("description", "description is not valid UTF-8")
+	case strings.IndexByte(d, 0) >= 0:
+		return FieldErrorf("description", "description must not contain NUL characters")
 	case len(d) > DescriptionMaxBytes:
 		return FieldErrorf("description", "description is longer than %d bytes", DescriptionMaxBytes)
 	}
@@ -358,10 +366,20 @@ func ValidateStoryPoints(points *int32) error {
 	return nil
 }
 
-// ValidatePosition checks a fractional-index key.
+// ValidatePosition checks a fractional-index key a client sends: well
+// formed, at most PositionMaxBytes, and not in the two outermost integer
+// ranges (heads 'A' and 'z'), which no sequence of real moves reaches and
+// past which no key could be added: so the server can always append to a
+// column and a client can always prepend, whatever positions others gave.
 func ValidatePosition(key string) error {
 	if err := position.Validate(key); err != nil {
 		return FieldErrorf("position", "position is not a valid fractional index key: %v", err)
+	}
+	if len(key) > PositionMaxBytes {
+		return FieldErrorf("position", "position is longer than %d bytes", PositionMaxBytes)
+	}
+	if key[0] == 'A' || key[0] == 'z' {
+		return FieldErrorf("position", "position is at the very edge of the key space (starts with %q); use keys between your neighbours' (fractional indexing)", key[0])
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/pmhq/pm"
+	"github.com/pmhq/pm/position"
 )
 
 func TestCanParent(t *testing.T) {
@@ -177,5 +178,21 @@ func TestErrorHelpers(t *testing.T) {
 	}
 	if pm.ErrorCode(nil) != "" || pm.AsError(nil) != nil {
 		t.Fatal("nil")
+	}
+}
+
+// A card dropped 1,000 times at the same spot (always right after the same
+// neighbour) gets keys a client may still send.
+func TestRepeatedMovesToOneSpotStayValid(t *testing.T) {
+	before, after := "a0", "a1"
+	for i := range 1000 {
+		key, err := position.Between(before, after)
+		if err != nil {
+			t.Fatalf("move %d: %v", i, err)
+		}
+		if err := pm.ValidatePosition(key); err != nil {
+			t.Fatalf("move %d: key of %d bytes refused: %v", i, len(key), err)
+		}
+		after = key
 	}
 }

@@ -29,10 +29,19 @@ type AuthConfig struct {
 	Issuer string
 	// Leeway tolerates clock skew on exp, nbf and iat. Zero means 30s.
 	Leeway time.Duration
+	// MaxLifetime caps how long a token may be valid: exp - iat (exp - now
+	// when there is no iat). Zero means 24h; negative: no cap.
+	MaxLifetime time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
 }
 
-// Claims are the claims pm reads from a token: sub is the user's UUID,
-// tenant_id the tenant. exp is required.
+// DefaultMaxTokenLifetime is AuthConfig.MaxLifetime's default.
+const DefaultMaxTokenLifetime = 24 * time.Hour
+
+// Claims are the claims pm reads from a token: sub is the user's UUID in
+// canonical form (lower case, hyphenated), tenant_id the tenant. exp is
+// required.
 type Claims struct {
 	TenantID string `json:"tenant_id"`
 	jwt.RegisteredClaims
@@ -64,6 +73,12 @@ func NewAuthenticator(ctx context.Context, cfg AuthConfig) (*Authenticator, erro
 	if cfg.Leeway == 0 {
 		cfg.Leeway = 30 * time.Second
 	}
+	if cfg.MaxLifetime == 0 {
+		cfg.MaxLifetime = DefaultMaxTokenLifetime
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	a := &Authenticator{cfg: cfg}
 	if len(cfg.HMACSecret) > 0 {
 		a.methods = append(a.methods, jwt.SigningMethodHS256.Alg())
@@ -79,7 +94,9 @@ func NewAuthenticator(ctx context.Context, cfg AuthConfig) (*Authenticator, erro
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(a.methods),
 		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
 		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithTimeFunc(cfg.Now),
 	}
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
@@ -91,17 +108,29 @@ func NewAuthenticator(ctx context.Context, cfg AuthConfig) (*Authenticator, erro
 	return a, nil
 }
 
-// Verify checks a token's signature, algorithm, expiry, audience and issuer,
-// and that sub is a UUID and tenant_id a valid tenant id.
+// Verify checks a token's signature, algorithm, expiry, lifetime, audience
+// and issuer, and that sub is a canonical UUID and tenant_id a valid tenant
+// id.
 func (a *Authenticator) Verify(token string) (Identity, error) {
 	var claims Claims
 	_, err := a.parser.ParseWithClaims(token, &claims, a.key)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
+	// One spelling per user: uuid.Parse also takes upper case, braces,
+	// urn:uuid: and no hyphens, which would make one user several actors.
 	user, err := uuid.Parse(claims.Subject)
-	if err != nil || user == uuid.Nil {
-		return Identity{}, fmt.Errorf("%w: sub is not a user UUID", ErrUnauthenticated)
+	if err != nil || user == uuid.Nil || user.String() != claims.Subject {
+		return Identity{}, fmt.Errorf("%w: sub is not a user UUID in canonical form (lower case, hyphenated)", ErrUnauthenticated)
+	}
+	if a.cfg.MaxLifetime > 0 {
+		from := a.cfg.Now()
+		if claims.IssuedAt != nil {
+			from = claims.IssuedAt.Time
+		}
+		if life := claims.ExpiresAt.Sub(from); life > a.cfg.MaxLifetime+a.cfg.Leeway {
+			return Identity{}, fmt.Errorf("%w: token lifetime %v exceeds the maximum %v", ErrUnauthenticated, life.Round(time.Second), a.cfg.MaxLifetime)
+		}
 	}
 	if !pm.ValidTenant(claims.TenantID) {
 		return Identity{}, fmt.Errorf("%w: tenant_id is missing or malformed", ErrUnauthenticated)

@@ -315,8 +315,8 @@ func (c *session) getWorkItems(ctx context.Context, r *pmv1.GetWorkItemsRequest)
 	switch {
 	case r.SinceRevision < 0:
 		return nil, nil, pm.FieldErrorf("since_revision", "since_revision cannot be negative")
-	case r.SinceTimestamp < 0:
-		return nil, nil, pm.FieldErrorf("since_timestamp", "since_timestamp cannot be negative")
+	case r.SinceTimestamp < 0 || r.SinceTimestamp > pm.TimestampMaxMillis:
+		return nil, nil, pm.FieldErrorf("since_timestamp", "since_timestamp must be unix milliseconds between 0 and %d (year 9999)", int64(pm.TimestampMaxMillis))
 	case r.SinceRevision > 0 && r.SinceTimestamp > 0:
 		return nil, nil, pm.FieldErrorf("since_timestamp", "give since_revision or since_timestamp, not both")
 	case r.SinceTimestamp > 0:

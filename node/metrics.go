@@ -13,6 +13,7 @@ type metrics struct {
 	requestSeconds  *prometheus.HistogramVec
 	invalidFrames   prometheus.Counter
 	slowConsumers   prometheus.Counter
+	rateLimitCloses prometheus.Counter
 	eventsPublished prometheus.Counter
 	publishErrors   prometheus.Counter
 }
@@ -38,6 +39,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		invalidFrames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_invalid_frames_total", Help: "Frames that could not be decoded or had no known payload.",
 		}),
+		rateLimitCloses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pm_rate_limit_disconnects_total", Help: "Connections closed (1008) for sending on while rate limited.",
+		}),
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_slow_consumer_disconnects_total", Help: "Connections closed because their send queue exceeded its byte limit.",
 		}),
@@ -50,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.connections, m.upgrades, m.closes, m.requests, m.requestSeconds, m.invalidFrames,
-		m.slowConsumers, m.eventsPublished, m.publishErrors,
+		m.slowConsumers, m.rateLimitCloses, m.eventsPublished, m.publishErrors,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -28,6 +28,7 @@ import (
 // Close codes the node sends; docs/protocol.md lists them for clients.
 const (
 	CloseGoingAway     = 1001 // the node shuts down: reconnect (to another node)
+	ClosePolicy        = 1008 // the client kept sending while rate limited
 	CloseTooBig        = 1009 // a frame exceeded the size limit
 	CloseSlowConsumer  = 4000 // the send queue overflowed: reconnect, then resync
 	CloseTokenExpired  = 4500 // the token expired: get a new token before reconnecting

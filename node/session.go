@@ -31,6 +31,7 @@ type session struct {
 	actor   pm.Actor
 	expires time.Time
 	limiter *rate.Limiter
+	refused int // frames refused by limiter in a row; the reader's own
 	conn    *gws.Conn
 
 	inbox   chan *pmv1.WebSocketMessage
@@ -126,11 +127,15 @@ func (events) OnPing(conn *gws.Conn, payload []byte) {
 func (events) OnPong(conn *gws.Conn, _ []byte) { sessionOf(conn).refreshDeadline() }
 
 // OnMessage decodes a frame and hands it to the worker. Bad frames are
-// answered here, so a flood of garbage cannot queue up work.
+// answered here, so a flood of garbage cannot queue up work; every frame,
+// valid or not, counts against the connection's rate limit.
 func (events) OnMessage(conn *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	c := sessionOf(conn)
 	c.refreshDeadline()
+	if !c.allow(msg) {
+		return
+	}
 	if msg.Opcode != gws.OpcodeBinary {
 		c.srv.metrics.invalidFrames.Inc()
 		c.sendError("", &pm.Error{Code: pm.EInvalid, Message: "frames must be binary protobuf WebSocketMessage"})
@@ -142,18 +147,46 @@ func (events) OnMessage(conn *gws.Conn, msg *gws.Message) {
 		c.sendError(replyID(req), perr)
 		return
 	}
-	if c.limiter != nil && !c.limiter.Allow() {
-		c.srv.metrics.requests.WithLabelValues(operation(req), pm.ERateLimited).Inc()
-		c.sendError(req.MessageId, &pm.Error{
-			Code: pm.ERateLimited, Message: "too many requests on this connection",
-			RetryAfterMillis: int64(1000 / c.srv.cfg.RatePerSecond),
-		})
-		return
-	}
 	select {
 	case c.inbox <- req:
 	case <-c.done:
 	}
+}
+
+// allow applies the rate limit to a frame. A refused frame is answered
+// RATE_LIMITED (with its message_id when it has a readable one); a client
+// that goes on sending twice a burst's worth of frames (at least 20) in a row
+// while refused is closed with 1008.
+func (c *session) allow(msg *gws.Message) bool {
+	if c.limiter == nil || c.limiter.Allow() {
+		c.refused = 0
+		return true
+	}
+	c.refused++
+	limit := max(2*c.srv.cfg.RateBurst, 20)
+	if c.refused > limit+1 {
+		return false // closing already; the rest is dropped unread
+	}
+	var req *pmv1.WebSocketMessage
+	if msg.Opcode == gws.OpcodeBinary {
+		req, _ = decodeRequest(msg.Bytes())
+	}
+	op := "invalid"
+	if req != nil && operation(req) != "" {
+		op = operation(req)
+	}
+	c.srv.metrics.requests.WithLabelValues(op, pm.ERateLimited).Inc()
+	if c.refused > limit {
+		c.srv.metrics.rateLimitCloses.Inc()
+		c.srv.log.Warn("closing a connection that ignores the rate limit", "conn", c.id, "tenant", c.actor.Tenant, "user", c.actor.User)
+		c.close(ClosePolicy, "rate limit exceeded repeatedly")
+		return false
+	}
+	c.sendError(replyID(req), &pm.Error{
+		Code: pm.ERateLimited, Message: "too many requests on this connection",
+		RetryAfterMillis: max(int64(1000/c.srv.cfg.RatePerSecond), 1),
+	})
+	return false
 }
 
 // decodeRequest decodes a binary frame into a request. On failure it

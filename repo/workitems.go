@@ -395,8 +395,8 @@ func (s *Store) DeleteWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID
 
 // lockItemForWrite prepares a write to a live item: it finds the item's
 // project, bumps the project's revision (which serialises the project's
-// writes), checks the editor role and locks the item row. It returns the
-// item and the new revision.
+// writes), checks the role (editor; admin for the project item itself) and
+// locks the item row. It returns the item and the new revision.
 func lockItemForWrite(ctx context.Context, tx pgx.Tx, actor pm.Actor, id uuid.UUID) (pm.WorkItem, int64, error) {
 	project, err := itemProject(ctx, tx, actor.Tenant, id)
 	if err != nil {
@@ -409,7 +409,8 @@ func lockItemForWrite(ctx context.Context, tx pgx.Tx, actor pm.Actor, id uuid.UU
 	if err != nil {
 		return pm.WorkItem{}, 0, err
 	}
-	if _, err := requireRole(ctx, tx, actor, project, pm.RoleEditor); err != nil {
+	role, err := requireRole(ctx, tx, actor, project, pm.RoleEditor)
+	if err != nil {
 		return pm.WorkItem{}, 0, err
 	}
 	cur, err := readItem(ctx, tx, actor.Tenant, id, true)
@@ -418,6 +419,9 @@ func lockItemForWrite(ctx context.Context, tx pgx.Tx, actor pm.Actor, id uuid.UU
 	}
 	if cur == nil || cur.Deleted() {
 		return pm.WorkItem{}, 0, notFound("work_item_id", "work item %s not found", id)
+	}
+	if cur.Type == pm.TypeProject && !role.Allows(pm.RoleAdmin) {
+		return pm.WorkItem{}, 0, pm.Errorf(pm.EUnauthorized, "your role in project %s is %s; changing the project itself needs admin", project, role)
 	}
 	return *cur, revision, nil
 }

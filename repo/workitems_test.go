@@ -423,11 +423,15 @@ func TestUpdateErrors(t *testing.T) {
 		{"re-parent across projects", story.ID, 1, pm.WorkItemPatch{ParentID: ptr(otherEpic.ID)}, pm.EValidation, "parent_id", "another project"},
 		{"re-parent to a deleted item", task.ID, 1, pm.WorkItemPatch{ParentID: ptr(gone.ID)}, pm.EValidation, "parent_id", "deleted"},
 		{"re-parent to nothing", task.ID, 1, pm.WorkItemPatch{ParentID: ptr(uuid.New())}, pm.EValidation, "parent_id", "not found"},
-		{"re-parent the project", f.project.ID, 1, pm.WorkItemPatch{ParentID: ptr(epic.ID)}, pm.EValidation, "parent_id", ""},
+		{"re-parent the project", f.project.ID, 1, pm.WorkItemPatch{ParentID: ptr(epic.ID)}, pm.EUnauthorized, "", "needs admin"},
+		{"rename the project", f.project.ID, 1, pm.WorkItemPatch{Title: ptr("mine")}, pm.EUnauthorized, "", "needs admin"},
 		{"assignee not a member", task.ID, 1, pm.WorkItemPatch{AssigneeID: ptr(f.outsider.User)}, pm.EValidation, "assignee_id", "member"},
 		{"deleted item", gone.ID, 2, pm.WorkItemPatch{Title: ptr("x")}, pm.ENotFound, "", ""},
 		{"missing item", uuid.New(), 1, pm.WorkItemPatch{Title: ptr("x")}, pm.ENotFound, "", ""},
 	}
+	// An admin may change the project item, but not give it a parent.
+	_, _, err := f.s.UpdateWorkItem(ctx, f.admin, f.project.ID, 1, pm.WorkItemPatch{ParentID: ptr(epic.ID)})
+	wantCode(t, err, pm.EValidation, "parent_id")
 	before := f.revision(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -48,6 +48,7 @@ type config struct {
 	JWKSURL          string
 	JWTAudience      string
 	JWTIssuer        string
+	JWTMaxLifetime   time.Duration
 	ListenAddr       string
 	AdminAddr        string
 	Migrate          bool
@@ -121,6 +122,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	str(&c.JWKSURL, "jwt-jwks-url", "PM_JWT_JWKS_URL", "", "JWKS URL of an identity provider, for RS256/ES256 tokens")
 	str(&c.JWTAudience, "jwt-audience", "PM_JWT_AUDIENCE", "", "required aud claim, if set")
 	str(&c.JWTIssuer, "jwt-issuer", "PM_JWT_ISSUER", "", "required iss claim, if set")
+	duration(&c.JWTMaxLifetime, "jwt-max-lifetime", "PM_JWT_MAX_LIFETIME", 24*time.Hour, "longest a token may be valid (exp - iat); negative: no cap")
 	str(&c.ListenAddr, "listen-addr", "PM_LISTEN_ADDR", ":8080", "client address (GET /ws)")
 	str(&c.AdminAddr, "admin-addr", "PM_ADMIN_ADDR", ":9090", "admin address (/metrics, /healthz, /readyz)")
 	boolean(&c.Migrate, "migrate", "PM_MIGRATE", true, "apply pending migrations at start (safe with several nodes)")
@@ -283,13 +285,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	authCtx, stopAuth := context.WithCancel(context.Background())
 	defer stopAuth()
 	auth, err := node.NewAuthenticator(authCtx, node.AuthConfig{
-		HMACSecret: []byte(cfg.JWTSecret),
-		JWKSURL:    cfg.JWKSURL,
-		Audience:   cfg.JWTAudience,
-		Issuer:     cfg.JWTIssuer,
+		HMACSecret:  []byte(cfg.JWTSecret),
+		JWKSURL:     cfg.JWKSURL,
+		Audience:    cfg.JWTAudience,
+		Issuer:      cfg.JWTIssuer,
+		MaxLifetime: cfg.JWTMaxLifetime,
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.JWTAudience == "" || cfg.JWTIssuer == "" {
+		log.Warn("tokens are accepted for any audience or issuer; in production set PM_JWT_AUDIENCE and PM_JWT_ISSUER",
+			"audience", cfg.JWTAudience, "issuer", cfg.JWTIssuer)
 	}
 	var origins []string
 	for o := range strings.SplitSeq(cfg.AllowedOrigins, ",") {

@@ -125,9 +125,15 @@ func (c *Conn) Resume() {
 // SendRaw writes one frame as given.
 func (c *Conn) SendRaw(opcode gws.Opcode, data []byte) {
 	c.tb.Helper()
-	if err := c.ws.WriteMessage(opcode, data); err != nil {
+	if err := c.TrySendRaw(opcode, data); err != nil {
 		c.tb.Fatalf("nodetest: write: %v", err)
 	}
+}
+
+// TrySendRaw writes one frame as given and returns the write's error (e.g.
+// when the node has closed the connection).
+func (c *Conn) TrySendRaw(opcode gws.Opcode, data []byte) error {
+	return c.ws.WriteMessage(opcode, data)
 }
 
 // Send writes a message, giving it a fresh message_id if it has none, and
@@ -170,6 +176,36 @@ func (c *Conn) next(timeout time.Duration) (*pmv1.WebSocketMessage, error) {
 	case <-timer.C:
 		return nil, fmt.Errorf("nodetest: no message within %v", timeout)
 	}
+}
+
+// NextOrClose returns the next message, or nil and the close code (0 for
+// none) once the node has closed the connection and every message before the
+// close was returned. It fails the test after timeout.
+func (c *Conn) NextOrClose(timeout time.Duration) (*pmv1.WebSocketMessage, uint16) {
+	c.tb.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var f frame
+	select {
+	case f = <-c.frames:
+	case <-c.closed:
+		// The reader has stopped: what it received is all in frames.
+		select {
+		case f = <-c.frames:
+		default:
+			if c.close == nil {
+				return nil, 0
+			}
+			return nil, c.close.Code
+		}
+	case <-timer.C:
+		c.tb.Fatalf("nodetest: no message and no close within %v", timeout)
+	}
+	var m pmv1.WebSocketMessage
+	if err := proto.Unmarshal(f.data, &m); err != nil {
+		c.tb.Fatalf("nodetest: undecodable frame from the node: %v", err)
+	}
+	return &m, 0
 }
 
 // Request sends m and waits for the message that answers it (same
