@@ -40,6 +40,8 @@ type options struct {
 	headCheck time.Duration
 	// lb starts HAProxy in front of the nodes when haproxy is on PATH.
 	lb bool
+	// env holds more PM_* settings for every node ("PM_LOG_LEVEL=debug").
+	env []string
 }
 
 // cluster is a running pm cluster of one test: N pm-node processes sharing
@@ -184,6 +186,7 @@ func (n *node) start() error {
 	if c.opts.headCheck != 0 {
 		env = append(env, "PM_HEAD_CHECK_INTERVAL="+c.opts.headCheck.String())
 	}
+	env = append(env, c.opts.env...)
 	n.offset = n.out.Len()
 	n.out.mark("starting %s", n.id)
 	p, err := startProc(n.id, n.out, env, nodeBin)
