@@ -272,9 +272,11 @@ func hijack(w http.ResponseWriter) (*lingerConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Bytes the client sent after its request, read ahead by the HTTP server.
 	var readAhead []byte
 	if n := brw.Reader.Buffered(); n > 0 {
-		readAhead, _ = brw.Reader.Peek(n)
+		b, _ := brw.Reader.Peek(n)
+		readAhead = append([]byte(nil), b...)
 	}
 	return newLingerConn(c, readAhead), nil
 }
