@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -310,8 +311,29 @@ func TestClosingConnectionDrainIsBounded(t *testing.T) {
 	}
 }
 
+// A frame the client sends right behind its upgrade request, before the
+// answer, is not lost: the bytes the HTTP server read ahead go to the
+// WebSocket.
+func TestFrameSentWithTheUpgradeRequest(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{})
+	req, _ := proto.Marshal(&pmv1.WebSocketMessage{MessageId: "early", Payload: &pmv1.WebSocketMessage_GetWorkItemsRequest{
+		GetWorkItemsRequest: &pmv1.GetWorkItemsRequest{ProjectId: uuid.NewString()}}})
+	conn, br := rawDial(t, c.Nodes[0].URL(), c.Token("acme", uuid.New()), maskedFrame(byte(gws.OpcodeBinary), req))
+	_ = conn.SetReadDeadline(time.Now().Add(wait))
+	opcode, payload, err := readFrame(br)
+	if err != nil {
+		t.Fatalf("no answer to the early frame: %v", err)
+	}
+	var resp pmv1.WebSocketMessage
+	if err := proto.Unmarshal(payload, &resp); err != nil || opcode != byte(gws.OpcodeBinary) || resp.MessageId != "early" {
+		t.Fatalf("answer: opcode %d, %v (%v)", opcode, &resp, err)
+	}
+}
+
 // rawDial opens a WebSocket by hand, for tests of what goes over the wire.
-func rawDial(t *testing.T, wsURL, token string) (net.Conn, *bufio.Reader) {
+// Frames in early are sent right behind the request, without waiting for
+// the answer.
+func rawDial(t *testing.T, wsURL, token string, early ...[]byte) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	u, err := url.Parse(wsURL)
 	if err != nil {
@@ -323,9 +345,12 @@ func rawDial(t *testing.T, wsURL, token string) (net.Conn, *bufio.Reader) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(wait))
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+	req := fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer %s\r\n\r\n",
 		u.RequestURI(), u.Host, token)
+	if _, err := conn.Write(slices.Concat(append([][]byte{req}, early...)...)); err != nil {
+		t.Fatal(err)
+	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -357,33 +382,42 @@ func maskedFrame(opcode byte, payload []byte) []byte {
 	return append(b, payload...)
 }
 
+// readFrame reads one (unfragmented) server frame.
+func readFrame(br *bufio.Reader) (opcode byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var l [2]byte
+		if _, err := io.ReadFull(br, l[:]); err != nil {
+			return 0, nil, err
+		}
+		n = uint64(binary.BigEndian.Uint16(l[:]))
+	case 127:
+		var l [8]byte
+		if _, err := io.ReadFull(br, l[:]); err != nil {
+			return 0, nil, err
+		}
+		n = binary.BigEndian.Uint64(l[:])
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(br, payload); err != nil {
+		return 0, nil, err
+	}
+	return h[0] & 0x0f, payload, nil
+}
+
 // readCloseFrame reads server frames until a close frame and returns its code.
 func readCloseFrame(br *bufio.Reader) (uint16, error) {
 	for {
-		var h [2]byte
-		if _, err := io.ReadFull(br, h[:]); err != nil {
+		opcode, payload, err := readFrame(br)
+		if err != nil {
 			return 0, err
 		}
-		n := uint64(h[1] & 0x7f)
-		switch n {
-		case 126:
-			var l [2]byte
-			if _, err := io.ReadFull(br, l[:]); err != nil {
-				return 0, err
-			}
-			n = uint64(binary.BigEndian.Uint16(l[:]))
-		case 127:
-			var l [8]byte
-			if _, err := io.ReadFull(br, l[:]); err != nil {
-				return 0, err
-			}
-			n = binary.BigEndian.Uint64(l[:])
-		}
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(br, payload); err != nil {
-			return 0, err
-		}
-		if h[0]&0x0f == byte(gws.OpcodeCloseConnection) {
+		if opcode == byte(gws.OpcodeCloseConnection) {
 			if len(payload) < 2 {
 				return 0, fmt.Errorf("close frame without a code")
 			}
