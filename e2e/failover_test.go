@@ -293,7 +293,7 @@ func TestRedisRestartMidStream(t *testing.T) {
 // node comes back and HAProxy sends it clients again.
 func TestNodeKilledBehindHAProxy(t *testing.T) {
 	if why := haproxyMissing(); why != "" {
-		t.Skip(why)
+		missing(t, why)
 	}
 	c := startCluster(t, options{lb: true})
 	tenant := newTenant()

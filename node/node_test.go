@@ -1,9 +1,17 @@
 package node_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -256,6 +264,165 @@ func TestOversizedFrameClosesOnlyItsConnection(t *testing.T) {
 	}
 	if got := get(tm.viewerConn, &pmv1.GetWorkItemsRequest{ProjectId: tm.project}); got.GetWorkItemsList() == nil {
 		t.Fatalf("other connection: %v", got)
+	}
+}
+
+// A client that writes a whole oversized frame before it reads (as
+// browsers and Node's ws do) reads the 1009 close frame: the node stops
+// reading the frame but drains and discards the rest of it for a while
+// before it closes the socket, instead of closing with unread input, which
+// resets the connection and destroys the close frame on its way.
+func TestOversizedFrameCloseFrameReachesTheClient(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{})
+	url := c.Nodes[0].URL()
+	for i := range 3 {
+		conn, br := rawDial(t, url, c.Token("acme", uuid.New()))
+		frame := maskedFrame(byte(gws.OpcodeBinary), make([]byte, 4<<20))
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(frame); err != nil {
+			t.Fatalf("attempt %d: writing a 4 MiB frame: %v", i, err)
+		}
+		code, err := readCloseFrame(br)
+		if err != nil {
+			t.Fatalf("attempt %d: reading the close frame: %v", i, err)
+		}
+		if code != node.CloseTooBig {
+			t.Fatalf("attempt %d: close code %d, want %d", i, code, node.CloseTooBig)
+		}
+		conn.Close()
+	}
+}
+
+// The node's patience with a client that keeps sending after the close
+// frame is bounded: it closes the socket after a few MiB or seconds.
+func TestClosingConnectionDrainIsBounded(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{})
+	conn, br := rawDial(t, c.Nodes[0].URL(), c.Token("acme", uuid.New()))
+	endless := maskedFrame(byte(gws.OpcodeBinary), make([]byte, 64<<20))
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	n, err := conn.Write(endless)
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the node read all of a 64 MiB frame after closing (%v)", err)
+	}
+	t.Logf("the node closed after %d bytes, %v: %v", n, time.Since(start).Round(time.Millisecond), err)
+	if code, err := readCloseFrame(br); err == nil && code != node.CloseTooBig {
+		t.Fatalf("close code %d, want %d", code, node.CloseTooBig)
+	}
+}
+
+// A frame the client sends right behind its upgrade request, before the
+// answer, is not lost: the bytes the HTTP server read ahead go to the
+// WebSocket.
+func TestFrameSentWithTheUpgradeRequest(t *testing.T) {
+	c := nodetest.Start(t, nodetest.Options{})
+	req, _ := proto.Marshal(&pmv1.WebSocketMessage{MessageId: "early", Payload: &pmv1.WebSocketMessage_GetWorkItemsRequest{
+		GetWorkItemsRequest: &pmv1.GetWorkItemsRequest{ProjectId: uuid.NewString()}}})
+	conn, br := rawDial(t, c.Nodes[0].URL(), c.Token("acme", uuid.New()), maskedFrame(byte(gws.OpcodeBinary), req))
+	_ = conn.SetReadDeadline(time.Now().Add(wait))
+	opcode, payload, err := readFrame(br)
+	if err != nil {
+		t.Fatalf("no answer to the early frame: %v", err)
+	}
+	var resp pmv1.WebSocketMessage
+	if err := proto.Unmarshal(payload, &resp); err != nil || opcode != byte(gws.OpcodeBinary) || resp.MessageId != "early" {
+		t.Fatalf("answer: opcode %d, %v (%v)", opcode, &resp, err)
+	}
+}
+
+// rawDial opens a WebSocket by hand, for tests of what goes over the wire.
+// Frames in early are sent right behind the request, without waiting for
+// the answer.
+func rawDial(t *testing.T, wsURL, token string, early ...[]byte) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(wait))
+	req := fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer %s\r\n\r\n",
+		u.RequestURI(), u.Host, token)
+	if _, err := conn.Write(slices.Concat(append([][]byte{req}, early...)...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: HTTP %d", resp.StatusCode)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, br
+}
+
+// maskedFrame encodes one final client frame.
+func maskedFrame(opcode byte, payload []byte) []byte {
+	b := []byte{0x80 | opcode}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	// The mask bit is set, as servers require; a zero masking key leaves
+	// the payload as it is.
+	b = append(b, 0, 0, 0, 0)
+	return append(b, payload...)
+}
+
+// readFrame reads one (unfragmented) server frame.
+func readFrame(br *bufio.Reader) (opcode byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var l [2]byte
+		if _, err := io.ReadFull(br, l[:]); err != nil {
+			return 0, nil, err
+		}
+		n = uint64(binary.BigEndian.Uint16(l[:]))
+	case 127:
+		var l [8]byte
+		if _, err := io.ReadFull(br, l[:]); err != nil {
+			return 0, nil, err
+		}
+		n = binary.BigEndian.Uint64(l[:])
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(br, payload); err != nil {
+		return 0, nil, err
+	}
+	return h[0] & 0x0f, payload, nil
+}
+
+// readCloseFrame reads server frames until a close frame and returns its code.
+func readCloseFrame(br *bufio.Reader) (uint16, error) {
+	for {
+		opcode, payload, err := readFrame(br)
+		if err != nil {
+			return 0, err
+		}
+		if opcode == byte(gws.OpcodeCloseConnection) {
+			if len(payload) < 2 {
+				return 0, fmt.Errorf("close frame without a code")
+			}
+			return binary.BigEndian.Uint16(payload), nil
+		}
 	}
 }
 

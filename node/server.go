@@ -8,6 +8,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -254,7 +255,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.untrack(sess)
-	conn, err := s.upgrader.Upgrade(w, r)
+	nc, err := hijack(w)
+	if err != nil {
+		s.metrics.upgrades.WithLabelValues("failed").Inc()
+		s.log.Info("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	defer nc.linger()
+	conn, err := s.upgrader.UpgradeFromConn(nc, bufio.NewReaderSize(nc, readBufferSize), r)
 	if err != nil {
 		s.metrics.upgrades.WithLabelValues("failed").Inc()
 		s.log.Info("upgrade failed", "remote", r.RemoteAddr, "err", err)
@@ -262,7 +270,27 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.upgrades.WithLabelValues("ok").Inc()
 	conn.Session().Store(sessionKey, sess)
+	sess.nc = nc
 	sess.run(conn)
+}
+
+// readBufferSize is the size of a WebSocket's read buffer (gws's default).
+const readBufferSize = 4 << 10
+
+// hijack takes the connection over from the HTTP server, as a lingerConn:
+// gws closes a WebSocket gracefully through it.
+func hijack(w http.ResponseWriter) (*lingerConn, error) {
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, err
+	}
+	// Bytes the client sent after its request, read ahead by the HTTP server.
+	var readAhead []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		readAhead = append([]byte(nil), b...)
+	}
+	return newLingerConn(c, readAhead), nil
 }
 
 // track registers a session unless the server is draining.

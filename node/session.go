@@ -33,6 +33,7 @@ type session struct {
 	limiter *rate.Limiter
 	refused int // frames refused by limiter in a row; the reader's own
 	conn    *gws.Conn
+	nc      *lingerConn // conn's socket
 
 	inbox   chan *pmv1.WebSocketMessage
 	recheck chan uuid.UUID // projects whose role the worker checks again
@@ -132,6 +133,9 @@ func (events) OnPong(conn *gws.Conn, _ []byte) { sessionOf(conn).refreshDeadline
 func (events) OnMessage(conn *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	c := sessionOf(conn)
+	if c.isClosing() {
+		return // requests that cross the close frame are not run
+	}
 	c.refreshDeadline()
 	if !c.allow(msg) {
 		return
@@ -285,9 +289,10 @@ func (c *session) writeLoop() {
 					c.mu.Unlock()
 					if closing {
 						_ = c.conn.SetWriteDeadline(c.srv.cfg.Now().Add(time.Second))
+						// The close frame is out and the write side shut: the
+						// reader ends when the client answers, or after the linger.
 						_ = c.conn.WriteClose(code, []byte(reason))
 						c.srv.metrics.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
-						c.abort()
 						return
 					}
 					break
@@ -309,7 +314,14 @@ func (c *session) writeLoop() {
 
 // abort ends the connection without a close handshake; the reader sees
 // the error and stops.
-func (c *session) abort() { _ = c.conn.NetConn().Close() }
+func (c *session) abort() { c.nc.abort() }
+
+// isClosing reports whether a close frame is pending or sent.
+func (c *session) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
 
 // enqueue queues a frame for the writer without blocking. A connection
 // whose queue would exceed its byte limit is a slow consumer: its queue is

@@ -3,6 +3,7 @@ package pubsub
 import (
 	"context"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -18,7 +19,7 @@ import (
 
 // MustCluster starts a throwaway single-node Redis Cluster owning every slot
 // and returns its address; it is stopped at cleanup. Without redis-server
-// on PATH the test is skipped.
+// on PATH the test is skipped, or fails under CI.
 func MustCluster(tb testing.TB) string {
 	tb.Helper()
 	return MustClusterNodes(tb, 1)[0]
@@ -60,12 +61,12 @@ func MustClusterNodes(tb testing.TB, n int) []string {
 
 // startRedis starts a redis-server with args on a free port and returns its
 // address; it is stopped at cleanup. Without redis-server on PATH the test
-// is skipped.
+// is skipped, or fails under CI (see missing).
 func startRedis(tb testing.TB, args ...string) string {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		tb.Skip("sharded mode needs redis-server on PATH to start a throwaway Redis Cluster")
+		missing(tb, "sharded mode needs redis-server on PATH to start a throwaway Redis Cluster (`make services` installs it)")
 	}
 	port := freePort(tb)
 	dir := tb.TempDir()
@@ -316,5 +317,40 @@ func TestShardedSlotMigration(t *testing.T) {
 	defer h.mu.RUnlock()
 	if len(h.conns) != 2 {
 		t.Errorf("%d shard connections, want one per master", len(h.conns))
+	}
+}
+
+// missing ends a test that cannot run here, for the reason why (a program
+// that is not installed): it skips, saying why, except under CI (CI set, as
+// .ci/run sets it), where it fails, so that CI never passes by skipping
+// what it should check.
+func missing(tb testing.TB, why string) {
+	tb.Helper()
+	if os.Getenv("CI") != "" {
+		tb.Fatalf("%s (CI is set: a missing dependency fails the test instead of skipping it)", why)
+	}
+	tb.Skip(why)
+}
+
+// Without redis-server the sharded tests cannot run: outside CI they skip
+// and say why; under CI they fail.
+func TestShardedWithoutRedisServer(t *testing.T) {
+	if os.Getenv("PM_TEST_CHILD") != "" {
+		t.Skip("in the child process")
+	}
+	for _, tt := range []struct{ ci, want string }{{"", "--- SKIP: TestSharded "}, {"true", "--- FAIL: TestSharded "}} {
+		t.Run("CI="+tt.ci, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestSharded$", "-test.v", "-test.count=1")
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "CI=") {
+					cmd.Env = append(cmd.Env, kv)
+				}
+			}
+			cmd.Env = append(cmd.Env, "PATH="+t.TempDir(), "CI="+tt.ci, "PM_TEST_CHILD=1")
+			out, err := cmd.CombinedOutput()
+			if !strings.Contains(string(out), tt.want) || !strings.Contains(string(out), "redis-server") || (err != nil) != (tt.ci != "") {
+				t.Fatalf("want %q saying why, and failure only under CI; got %v:\n%s", tt.want, err, out)
+			}
+		})
 	}
 }

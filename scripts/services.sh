@@ -4,7 +4,8 @@
 #
 #   PostgreSQL on 127.0.0.1:5432, user postgres, no password over TCP
 #   Redis      on 127.0.0.1:6379
-#   HAProxy    installed (used by `make run` and the multi-node tests; optional)
+#   redis-server and haproxy installed: the end-to-end tests start their own
+#              (`make run` uses HAProxy too; outside CI HAProxy is optional)
 #
 # It is idempotent: when everything already answers it changes nothing. As root
 # it installs missing packages with apt-get and starts stopped services; as
@@ -12,6 +13,7 @@
 #
 # Environment:
 #   SERVICES_WAIT  seconds to wait for each service to answer (default 60)
+#   CI             when set (non-empty), HAProxy is required: failing to install it is an error
 set -euo pipefail
 
 readonly PG_HOST=127.0.0.1 PG_PORT=5432
@@ -149,13 +151,16 @@ readonly REDIS_START=(redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 
 	--save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log)
 
 ensure_redis() {
-	if command -v redis-cli >/dev/null && redis_ready; then
+	# The end-to-end tests start redis-server processes of their own, so the
+	# program must be installed even where some other Redis answers already.
+	if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+		is_root || need_root "Redis (redis-server, redis-cli) is not installed" "apt-get update" "apt-get install -y redis-server"
+		apt_install redis-server
+		command -v redis-server >/dev/null || die "apt-get installed redis-server, but it is not on PATH"
+	fi
+	if redis_ready; then
 		log "Redis answers on $REDIS_HOST:$REDIS_PORT"
 		return
-	fi
-	if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-		is_root || need_root "Redis is not installed" "apt-get update" "apt-get install -y redis-server"
-		apt_install redis-server
 	fi
 	if ! redis_ready; then
 		is_root || need_root "Redis is not running" \
@@ -171,19 +176,25 @@ ensure_redis() {
 
 # ------------------------------------------------------------------- HAProxy
 
+# HAProxy is optional on a developer's machine (make run then points at node 1
+# and the tests of HAProxy skip), but not in CI, where those tests fail without it.
 ensure_haproxy() {
 	if command -v haproxy >/dev/null; then
 		log "HAProxy is installed ($(haproxy -v 2>/dev/null | head -n 1))"
 		return
 	fi
 	if ! is_root; then
+		[[ -z "${CI:-}" ]] || need_root "HAProxy is not installed (CI is set: the tests need it)" \
+			"apt-get update" "apt-get install -y haproxy"
 		warn "HAProxy is not installed; make run and the multi-node tests need it: sudo apt-get install -y haproxy"
 		return
 	fi
 	if apt_install haproxy && command -v haproxy >/dev/null; then
-		log "HAProxy installed"
+		log "HAProxy installed ($(haproxy -v 2>/dev/null | head -n 1))"
+	elif [[ -n "${CI:-}" ]]; then
+		die "could not install HAProxy, and CI is set: the tests through HAProxy would fail"
 	else
-		warn "could not install HAProxy; make run will point at node 1 directly and multi-node tests through it will skip"
+		warn "could not install HAProxy; make run will point at node 1 directly and the tests through HAProxy will skip"
 	fi
 }
 

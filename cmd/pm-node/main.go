@@ -66,6 +66,9 @@ type config struct {
 	IdempotencyTTL   time.Duration
 	HeadCheck        time.Duration
 	ShutdownTimeout  time.Duration
+	HTTPIdleTimeout  time.Duration
+	HTTPReadTimeout  time.Duration
+	HTTPMaxHeader    int
 	LogLevel         string
 	LogFormat        string
 }
@@ -140,6 +143,9 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	duration(&c.IdempotencyTTL, "idempotency-ttl", "PM_IDEMPOTENCY_TTL", time.Hour, "how long responses are kept for replays of a message_id")
 	duration(&c.HeadCheck, "head-check-interval", "PM_HEAD_CHECK_INTERVAL", 30*time.Second, "how often subscribed projects' revisions are compared with Postgres to catch lost events")
 	duration(&c.ShutdownTimeout, "shutdown-timeout", "PM_SHUTDOWN_TIMEOUT", 15*time.Second, "longest graceful shutdown")
+	duration(&c.HTTPIdleTimeout, "http-idle-timeout", "PM_HTTP_IDLE_TIMEOUT", 30*time.Second, "both listeners: how long a kept-alive HTTP connection may wait for its next request")
+	duration(&c.HTTPReadTimeout, "http-read-timeout", "PM_HTTP_READ_TIMEOUT", 10*time.Second, "both listeners: a request's headers (and body) must arrive within this")
+	integer(&c.HTTPMaxHeader, "http-max-header-bytes", "PM_HTTP_MAX_HEADER_BYTES", 32<<10, "both listeners: largest request line and headers (an access_token query parameter counts); larger: HTTP 431")
 	str(&c.LogLevel, "log-level", "PM_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "PM_LOG_FORMAT", "json", "json or text")
 	if err := fs.Parse(args); err != nil {
@@ -150,6 +156,17 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	for name, d := range map[string]time.Duration{"PM_HTTP_IDLE_TIMEOUT": c.HTTPIdleTimeout, "PM_HTTP_READ_TIMEOUT": c.HTTPReadTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: %v is not positive", name, d))
+		}
+	}
+	if c.HTTPMaxHeader <= 0 {
+		errs = append(errs, fmt.Errorf("PM_HTTP_MAX_HEADER_BYTES: %d is not positive", c.HTTPMaxHeader))
+	}
+	if len(errs) > 0 {
+		return c, errors.Join(errs...)
 	}
 	if c.NodeID == "" {
 		c.NodeID, _ = os.Hostname()
@@ -337,8 +354,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		clientLn.Close()
 		return err
 	}
-	clientHTTP := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	adminHTTP := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	clientHTTP := newHTTPServer(srv.Handler(), cfg)
+	adminHTTP := newHTTPServer(srv.AdminHandler(), cfg)
 	errc := make(chan error, 2)
 	go func() { errc <- clientHTTP.Serve(clientLn) }()
 	go func() { errc <- adminHTTP.Serve(adminLn) }()
@@ -370,6 +387,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// Limits of both listeners that are not settings: no endpoint takes a
+// request body, and every response is small.
+const (
+	maxRequestBodyBytes = 64 << 10
+	httpWriteTimeout    = 30 * time.Second
+)
+
+// newHTTPServer serves h with the limits that keep a connection from holding
+// the node's resources without a request it serves: idle keep-alive
+// connections close, slow or oversized requests are cut off. A WebSocket is
+// exempt once upgraded (the node pings it and drops it when silent).
+func newHTTPServer(h http.Handler, c config) *http.Server {
+	return &http.Server{
+		Handler:           limitBody(h, maxRequestBodyBytes),
+		ReadHeaderTimeout: c.HTTPReadTimeout,
+		ReadTimeout:       c.HTTPReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       c.HTTPIdleTimeout,
+		MaxHeaderBytes:    c.HTTPMaxHeader,
+	}
+}
+
+// limitBody answers 413 to a request that declares a body over limit, and
+// closes its connection; an undeclared (chunked) body reads at most limit.
+func limitBody(h http.Handler, limit int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		h.ServeHTTP(w, r)
+	})
 }
 
 func boolToInt(b bool) int {

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +18,10 @@ import (
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
-// The node starts from its environment alone, migrates an empty database,
-// serves, and stops cleanly when its context ends.
-func TestRunServesAndStops(t *testing.T) {
-	env := map[string]string{
+// baseEnv is the environment of a node that serves on loopback ports of
+// its own, with a fresh database and Redis prefix.
+func baseEnv(t *testing.T) map[string]string {
+	return map[string]string{
 		"PM_DATABASE_URL": repotest.MustDatabaseURL(t),
 		"PM_REDIS_URL":    nodetest.RedisURL(),
 		"PM_REDIS_PREFIX": nodetest.RandomPrefix(),
@@ -27,24 +30,55 @@ func TestRunServesAndStops(t *testing.T) {
 		"PM_ADMIN_ADDR":   "127.0.0.1:0",
 		"PM_LOG_FORMAT":   "text",
 	}
+}
+
+// startRun starts the node through run and returns its client and admin
+// addresses and a function that stops it and returns run's result.
+func startRun(t *testing.T, env map[string]string) (client, admin net.Addr, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	addrs := make(chan [2]net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, nil, envOf(env), io.Discard, func(client, admin net.Addr) { addrs <- [2]net.Addr{client, admin} })
 	}()
-	var a [2]net.Addr
+	stopped := false
+	stop = func() error {
+		t.Helper()
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("still running 20s after its context ended")
+			return nil
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
 	select {
-	case a = <-addrs:
+	case a := <-addrs:
+		return a[0], a[1], stop
 	case err := <-done:
+		stopped = true
+		cancel()
 		t.Fatalf("run ended before serving: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("not serving after 30s")
 	}
+	return nil, nil, nil
+}
+
+// The node starts from its environment alone, migrates an empty database,
+// serves, and stops cleanly when its context ends.
+func TestRunServesAndStops(t *testing.T) {
+	client, admin, stop := startRun(t, baseEnv(t))
 	for url, want := range map[string]int{
-		"http://" + a[1].String() + "/readyz": http.StatusOK,
-		"http://" + a[0].String() + "/ws":     http.StatusUnauthorized, // no token
+		"http://" + admin.String() + "/readyz": http.StatusOK,
+		"http://" + client.String() + "/ws":    http.StatusUnauthorized, // no token
 	} {
 		resp, err := http.Get(url)
 		if err != nil {
@@ -55,14 +89,107 @@ func TestRunServesAndStops(t *testing.T) {
 			t.Fatalf("GET %s: %d, want %d", url, resp.StatusCode, want)
 		}
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run after shutdown: %v", err)
+	if err := stop(); err != nil {
+		t.Fatalf("run after shutdown: %v", err)
+	}
+}
+
+// Neither listener lets a connection hold resources without a request that
+// it serves: an idle keep-alive connection is closed after the idle timeout
+// (also after a 401), a request whose headers never end is cut off after
+// the read timeout, and oversized headers or bodies are refused.
+func TestHTTPLimits(t *testing.T) {
+	const idle, read = 300 * time.Millisecond, 300 * time.Millisecond
+	env := baseEnv(t)
+	env["PM_HTTP_IDLE_TIMEOUT"] = idle.String()
+	env["PM_HTTP_READ_TIMEOUT"] = read.String()
+	env["PM_HTTP_MAX_HEADER_BYTES"] = "4096"
+	client, admin, _ := startRun(t, env)
+	// waitClosed reads until the server closes the connection and fails if
+	// it is still open after a few seconds, far beyond both timeouts.
+	waitClosed := func(t *testing.T, conn net.Conn, br *bufio.Reader, after time.Time, atLeast time.Duration) {
+		t.Helper()
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.Copy(io.Discard, br)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("connection still open %v later", time.Since(after).Round(time.Millisecond))
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("still running 20s after its context ended")
+		if d := time.Since(after); d < atLeast {
+			t.Fatalf("closed after %v, before the timeout", d)
+		}
+	}
+	dial := func(t *testing.T, addr net.Addr) (net.Conn, *bufio.Reader) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn, bufio.NewReader(conn)
+	}
+	for _, l := range []struct {
+		name string
+		addr net.Addr
+		path string
+		want int // answer to a plain GET of path
+	}{
+		{"client", client, "/ws", http.StatusUnauthorized},
+		{"admin", admin, "/healthz", http.StatusOK},
+	} {
+		get := "GET " + l.path + " HTTP/1.1\r\nHost: pm\r\n"
+		t.Run(l.name+"/idle keep-alive connection", func(t *testing.T) {
+			conn, br := dial(t, l.addr)
+			if _, err := io.WriteString(conn, get+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answered := time.Now()
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != l.want || resp.Close {
+				t.Fatalf("HTTP %d, close %v; want %d on a kept-alive connection", resp.StatusCode, resp.Close, l.want)
+			}
+			waitClosed(t, conn, br, answered, idle-50*time.Millisecond)
+		})
+		t.Run(l.name+"/headers never finished", func(t *testing.T) {
+			conn, br := dial(t, l.addr)
+			sent := time.Now()
+			if _, err := io.WriteString(conn, get+"X-Slow: 1\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, conn, br, sent, read-50*time.Millisecond)
+		})
+		t.Run(l.name+"/oversized headers", func(t *testing.T) {
+			conn, br := dial(t, l.addr)
+			if _, err := io.WriteString(conn, get+"X-Big: "+strings.Repeat("b", 8<<10)+"\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+				t.Fatalf("HTTP %d, want 431", resp.StatusCode)
+			}
+		})
+		t.Run(l.name+"/oversized body", func(t *testing.T) {
+			conn, br := dial(t, l.addr)
+			if _, err := io.WriteString(conn, get+"Content-Length: 10485760\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+				t.Fatalf("HTTP %d, close %v; want 413 and the connection closed", resp.StatusCode, resp.Close)
+			}
+		})
 	}
 }
 
@@ -85,6 +212,8 @@ func TestRunRefuses(t *testing.T) {
 	badDuration["PM_REQUEST_TIMEOUT"] = "soon"
 	badBool := base()
 	badBool["PM_MIGRATE"] = "maybe"
+	noIdleLimit := base()
+	noIdleLimit["PM_HTTP_IDLE_TIMEOUT"] = "0s"
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -95,6 +224,7 @@ func TestRunRefuses(t *testing.T) {
 		{"no token verification configured", noSecret, nil, "PM_JWT_SECRET"},
 		{"bad duration", badDuration, nil, "PM_REQUEST_TIMEOUT"},
 		{"bad boolean", badBool, nil, "PM_MIGRATE"},
+		{"no idle limit", noIdleLimit, nil, "PM_HTTP_IDLE_TIMEOUT"},
 		{"stray argument", base(), []string{"serve"}, "unexpected arguments"},
 		{"unknown flag", base(), []string{"-no-such-flag"}, "no-such-flag"},
 	}
