@@ -13,10 +13,10 @@ import (
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
 )
 
-// gatedStore holds the first ProjectRevision call for a project after it
+// revisionGate holds the first ProjectRevision call for a project after it
 // has read the database, until the test opens the gate: the window between a
 // subscribe's read and the rest of the subscribe, held open.
-type gatedStore struct {
+type revisionGate struct {
 	node.Store
 	project uuid.UUID
 	held    chan struct{} // closed when a call is held
@@ -25,13 +25,13 @@ type gatedStore struct {
 	armed   chan struct{} // one token: hold only the first call
 }
 
-func newGatedStore(s node.Store, project uuid.UUID) *gatedStore {
-	g := &gatedStore{Store: s, project: project, held: make(chan struct{}), open: make(chan struct{}), ended: make(chan struct{}), armed: make(chan struct{}, 1)}
+func newRevisionGate(s node.Store, project uuid.UUID) *revisionGate {
+	g := &revisionGate{Store: s, project: project, held: make(chan struct{}), open: make(chan struct{}), ended: make(chan struct{}), armed: make(chan struct{}, 1)}
 	g.armed <- struct{}{}
 	return g
 }
 
-func (g *gatedStore) ProjectRevision(ctx context.Context, actor pm.Actor, project uuid.UUID) (int64, error) {
+func (g *revisionGate) ProjectRevision(ctx context.Context, actor pm.Actor, project uuid.UUID) (int64, error) {
 	rev, err := g.Store.ProjectRevision(ctx, actor, project)
 	if project != g.project {
 		return rev, err
@@ -53,12 +53,12 @@ func (g *gatedStore) ProjectRevision(ctx context.Context, actor pm.Actor, projec
 
 // gatedCluster starts one node whose store holds the first ProjectRevision of
 // a project the test creates through a second, ungated node.
-func gatedCluster(t *testing.T) (c *nodetest.Cluster, gate *gatedStore, project string, admin *nodetest.Conn, adminID uuid.UUID, tenant string) {
+func gatedCluster(t *testing.T) (c *nodetest.Cluster, gate *revisionGate, project string, admin *nodetest.Conn, adminID uuid.UUID, tenant string) {
 	t.Helper()
 	projectID := uuid.New()
 	c = nodetest.Start(t, nodetest.Options{Nodes: 2, Configure: func(cfg *node.Config) {
 		if gate == nil {
-			gate = newGatedStore(cfg.Store, projectID)
+			gate = newRevisionGate(cfg.Store, projectID)
 			cfg.Store = gate
 		}
 	}})
