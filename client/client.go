@@ -232,7 +232,7 @@ func (c *Client) run(cn *conn) {
 			return
 		}
 		code, reason := cn.closeStatus()
-		c.log.Info("pm: connection lost", "url", cn.url, "code", code, "reason", reason)
+		c.log.Info("pm: connection lost", "url", redactURL(cn.url), "code", code, "reason", reason)
 		c.connectionChanged(false, cn.url)
 		next, err := c.reconnect(cn, code, reason)
 		if err != nil {
@@ -292,7 +292,7 @@ func (c *Client) reconnect(lost *conn, code uint16, reason string) (*conn, error
 		idx := (lost.idx + 1 + attempt) % len(c.addrs)
 		cn, err := c.dial(c.ctx, idx, token)
 		if err == nil {
-			c.log.Info("pm: reconnected", "url", cn.url, "attempt", attempt+1)
+			c.log.Info("pm: reconnected", "url", redactURL(cn.url), "attempt", attempt+1)
 			return cn, nil
 		}
 		if c.ctx.Err() != nil {
@@ -301,7 +301,7 @@ func (c *Client) reconnect(lost *conn, code uint16, reason string) (*conn, error
 		if _, refused := errors.AsType[*pm.Error](err); refused {
 			return nil, err
 		}
-		c.log.Info("pm: reconnect failed", "url", c.addrs[idx], "attempt", attempt+1, "err", err)
+		c.log.Info("pm: reconnect failed", "url", redactURL(c.addrs[idx]), "attempt", attempt+1, "err", err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"sync"
 	"time"
 
@@ -91,7 +92,7 @@ func (c *Client) dial(ctx context.Context, idx int, token string) (*conn, error)
 		close(cn.lost)
 	}()
 	go cn.pingLoop()
-	c.log.Debug("pm: connected", "url", url)
+	c.log.Debug("pm: connected", "url", redactURL(url))
 	return cn, nil
 }
 
@@ -179,7 +180,7 @@ func (cn *conn) OnMessage(_ *gws.Conn, msg *gws.Message) {
 	m := new(pmv1.WebSocketMessage)
 	// Unmarshal copies what it keeps, so msg's buffer may be reused.
 	if err := proto.Unmarshal(msg.Bytes(), m); err != nil {
-		cn.c.log.Warn("pm: undecodable frame from the node", "url", cn.url, "err", err)
+		cn.c.log.Warn("pm: undecodable frame from the node", "url", redactURL(cn.url), "err", err)
 		return
 	}
 	cn.c.received(m)
@@ -189,3 +190,19 @@ func (cn *conn) OnMessage(_ *gws.Conn, msg *gws.Message) {
 type gwsLogger struct{ log *slog.Logger }
 
 func (l gwsLogger) Error(v ...any) { l.log.Error("pm: websocket", "detail", fmt.Sprint(v...)) }
+
+// redactURL hides an access_token query parameter, so that a URL that
+// carries one can be logged.
+func redactURL(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	q := u.Query()
+	if !q.Has("access_token") {
+		return raw
+	}
+	q.Set("access_token", "REDACTED")
+	u.RawQuery = q.Encode()
+	return u.String()
+}

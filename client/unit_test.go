@@ -103,3 +103,15 @@ func TestNewToken(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"ws://h:8080/ws":                          "ws://h:8080/ws",
+		"ws://h:8080/ws?access_token=eyJ.a.b":     "ws://h:8080/ws?access_token=REDACTED",
+		"wss://h/ws?x=1&access_token=eyJ.a.b#top": "wss://h/ws?access_token=REDACTED&x=1#top",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
