@@ -22,6 +22,11 @@ export default tseslint.config(
     },
   },
   {
+    // expect.any() and friends are typed any.
+    files: ["**/*.test.ts", "**/*.test.tsx"],
+    rules: { "@typescript-eslint/no-unsafe-assignment": "off" },
+  },
+  {
     files: ["**/*.js", "**/*.mjs"],
     extends: [tseslint.configs.disableTypeChecked],
     languageOptions: { globals: { console: "readonly", process: "readonly", URL: "readonly" } },

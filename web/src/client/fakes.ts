@@ -92,7 +92,7 @@ export class FakeNet {
   }
 }
 
-type ItemInit = MessageInitShape<typeof WorkItemSchema>;
+export type ItemInit = MessageInitShape<typeof WorkItemSchema>;
 
 /** item makes a work item for tests. */
 export function item(init: ItemInit): WorkItem {
@@ -131,6 +131,8 @@ export class FakeNode {
   writes = 0;
   /** When set, requests are not answered (a hung node). */
   silent = false;
+  /** When set, requests run but their answers are lost. */
+  loseAnswers = false;
 
   constructor(readonly userId = "u-1") {}
 
@@ -210,7 +212,9 @@ export class FakeNode {
   private handle(s: FakeSocket, m: WebSocketMessage): void {
     if (this.silent) return;
     const id = m.messageId;
-    const reply = (payload: PayloadInit) => s.deliver(id, payload);
+    const reply = (payload: PayloadInit) => {
+      if (!this.loseAnswers) s.deliver(id, payload);
+    };
     const fail = (code: string, message: string, extra: { field?: string; currentVersion?: bigint } = {}) => {
       const e: PayloadInit = { case: "error", value: { code, message, ...extra } };
       if (m.payload.case !== "getWorkItemsRequest") this.answers.set(id, e);

@@ -132,7 +132,9 @@ export class ProjectStateManager {
     this.unlisten = [
       client.onPush((m) => this.handlePush(m)),
       client.onConnected(() => {
-        for (const id of this.replicas.keys()) this.requestSync(id);
+        // A running sync carries on over the new connection and subscribes
+        // again at the end of its pass if it has to.
+        for (const [id, s] of this.syncs) if (!s.running) this.requestSync(id);
       }),
     ];
   }
@@ -237,7 +239,7 @@ export class ProjectStateManager {
             { resend: false },
           );
           r.applyList(since, list);
-          if (r.hasGap) s.needed = true;
+          if (r.hasGap || s.subscribedOn !== this.client.epoch) s.needed = true;
           s.failures = 0;
         } catch (err) {
           if (this.syncs.get(projectId) !== s) return;
