@@ -17,14 +17,15 @@ BENCHTIME    ?= 1s
 
 # Go files under version control or about to be, minus generated code.
 GOFILES = $(shell find . -name '*.go' -not -name '*.pb.go' \
-	-not -path './.git/*' -not -path './bin/*' -not -path './.run/*' -not -path '*/testdata/*')
+	-not -path './.git/*' -not -path './bin/*' -not -path './.run/*' -not -path '*/testdata/*' \
+	-not -path '*/node_modules/*')
 
 .DEFAULT_GOAL := help
 # Targets run their prerequisites in the order given, even under make -j.
 .NOTPARALLEL:
 
 .PHONY: help build generate generate-check lint test test-short fuzz bench \
-	run stop services clean
+	run stop services clean web web-deps web-check web-test
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,17 +33,44 @@ help: ## list the targets
 build: ## build the commands into bin/
 	$(GO) build -o bin/ ./cmd/...
 
-generate: ## regenerate proto/ Go code with buf (protoc-gen-go via go run)
+generate: web-deps ## regenerate the proto/ Go code and the web/src/gen TypeScript with buf
 	$(GOTOOL) buf generate
+	$(GOTOOL) buf generate --template web/buf.gen.yaml
 
-generate-check: generate ## fail when the committed generated code is stale
-	@if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
-		echo "generate-check: not a git work tree, skipped"; exit 0; fi; \
-	untracked=$$(git ls-files --others --exclude-standard -- proto/); \
-	if ! git diff --exit-code --stat -- proto/ || [ -n "$$untracked" ]; then \
-		[ -z "$$untracked" ] || printf 'untracked generated files:\n%s\n' "$$untracked"; \
-		echo "generate-check: generated code in proto/ is stale: run 'make generate' and commit the result"; \
+generate-check: generate ## fail when the committed generated code (proto/, web/src/gen/) is stale
+	@$(call stale-check,proto/ web/src/gen/,generated code,make generate)
+
+# stale-check(paths,what,fix): fail when git sees changed or untracked files
+# under paths, i.e. the committed copy differs from what was just made.
+define stale-check
+	if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		echo "$(2): not a git work tree, check skipped"; exit 0; fi; \
+	untracked=$$(git ls-files --others --exclude-standard -- $(1)); \
+	if ! git diff --exit-code --stat -- $(1) || [ -n "$$untracked" ]; then \
+		[ -z "$$untracked" ] || printf 'untracked files:\n%s\n' "$$untracked"; \
+		echo "$(2) in $(1) is stale: run '$(3)' and commit the result"; \
 		exit 1; fi
+endef
+
+# The browser board (web/): npm ci from the committed package-lock.json, once
+# per change of the lock file.
+WEB_DEPS := web/node_modules/.pm-installed
+
+web-deps: $(WEB_DEPS)
+
+$(WEB_DEPS): web/package-lock.json web/package.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+web: web-deps ## build the board into web/dist (committed; pm-node embeds it)
+	cd web && npm run build
+
+web-check: web ## fail when the committed web/dist is not what the sources build
+	@$(call stale-check,web/dist/,the built board,make web)
+
+web-test: web-deps ## type-check and lint the board, then run its unit tests
+	cd web && npm run check
+	cd web && npm test
 
 lint: ## gofmt, go vet, staticcheck, buf lint
 	@echo "gofmt -l"; out=$$(gofmt -l $(GOFILES)); \
@@ -51,7 +79,7 @@ lint: ## gofmt, go vet, staticcheck, buf lint
 	$(GOTOOL) staticcheck $(PKGS)
 	$(GOTOOL) buf lint
 
-test: services generate-check lint ## everything CI checks: services, generated code, lint, go test -race
+test: services generate-check web-check lint web-test ## everything CI checks: services, generated code, the built board, lint, web and Go tests
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) $(PKGS)
 
 test-short: services ## quick tests: -short, no race detector

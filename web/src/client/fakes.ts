@@ -4,11 +4,17 @@
 // Only tests import this file.
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import {
+  ActivityAction,
+  ActivityEntrySchema,
+  ProjectMemberSchema,
+  ProjectRole,
   WebSocketMessageSchema,
   WorkItemSchema,
   WorkItemPriority,
   WorkItemStatus,
   WorkItemType,
+  type ActivityEntry,
+  type ProjectMember,
   type WebSocketMessage,
   type WorkItem,
 } from "../gen/pm/v1/messages_pb";
@@ -110,6 +116,9 @@ interface FakeProject {
   rev: bigint;
   /** Every item, tombstones included, by id. */
   items: Map<string, WorkItem>;
+  members: ProjectMember[];
+  /** Newest last. */
+  activity: ActivityEntry[];
 }
 
 /**
@@ -144,7 +153,12 @@ export class FakeNode {
 
   /** addProject makes a project with items; their revisions count from 1. */
   addProject(projectId: string, items: WorkItem[] = []): void {
-    const p: FakeProject = { rev: 0n, items: new Map() };
+    const p: FakeProject = {
+      rev: 0n,
+      items: new Map(),
+      members: [create(ProjectMemberSchema, { projectId, userId: this.userId, role: ProjectRole.ADMIN, displayName: "You" })],
+      activity: [],
+    };
     this.projects.set(projectId, p);
     for (const w of [item({ id: projectId, projectId, itemType: WorkItemType.PROJECT, title: "Project", position: "a0" }), ...items]) {
       p.rev++;
@@ -156,10 +170,11 @@ export class FakeNode {
    * change makes a change as another user would: it bumps the revision and
    * pushes the event to subscribers (except origin).
    */
-  change(projectId: string, id: string, fields: Partial<WorkItem>, origin?: FakeSocket): WorkItem {
+  change(projectId: string, id: string, fields: Partial<WorkItem>, origin?: FakeSocket, actor = "someone-else"): WorkItem {
     const p = this.project(projectId);
     const cur = p.items.get(id);
     p.rev++;
+    this.record(p, projectId, id, cur ? ActivityAction.UPDATED : ActivityAction.CREATED, origin ? this.userId : actor, cur, fields);
     const w = create(WorkItemSchema, {
       ...(cur ?? item({ id, projectId, parentId: projectId })),
       ...fields,
@@ -181,6 +196,7 @@ export class FakeNode {
     const cur = p.items.get(id);
     if (!cur) throw new Error("no such item");
     p.rev++;
+    this.record(p, projectId, id, ActivityAction.DELETED, origin ? this.userId : "someone-else");
     const w = { ...cur, deletedAt: 1n, revision: p.rev, version: cur.version + 1n };
     p.items.set(id, w);
     this.publish(projectId, { case: "workItemDeleted", value: { workItemId: id, projectId, revision: p.rev, workItem: w } }, origin);
@@ -193,6 +209,38 @@ export class FakeNode {
       const h = all[i];
       if (h) h.socket.push(h.payload);
     }
+  }
+
+  /** addMember makes a user a member of a project. */
+  addMember(projectId: string, userId: string, role: ProjectRole, displayName = ""): void {
+    const p = this.project(projectId);
+    p.members = [...p.members.filter((m) => m.userId !== userId), create(ProjectMemberSchema, { projectId, userId, role, displayName })].sort(
+      (a, b) => (a.userId < b.userId ? -1 : 1),
+    );
+  }
+
+  private record(p: FakeProject, projectId: string, id: string, action: ActivityAction, actor: string, cur?: WorkItem, fields: Partial<WorkItem> = {}): void {
+    const changes = cur
+      ? Object.entries(fields)
+          .filter(([k, v]) => v !== (cur as unknown as Record<string, unknown>)[k])
+          .map(([k, v]) => ({
+            fieldName: k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`),
+            oldValue: text((cur as unknown as Record<string, unknown>)[k]),
+            newValue: text(v),
+          }))
+      : [{ fieldName: "title", oldValue: "", newValue: String(fields.title ?? "") }];
+    p.activity.push(
+      create(ActivityEntrySchema, {
+        id: BigInt(p.activity.length + 1),
+        projectId,
+        workItemId: id,
+        actorId: actor,
+        action,
+        changes,
+        revision: p.rev,
+        createdAt: BigInt(Date.now()),
+      }),
+    );
   }
 
   private project(id: string): FakeProject {
@@ -311,10 +359,59 @@ export class FakeNode {
         this.answers.set(id, answer);
         return reply(answer);
       }
+      case "listProjectsRequest": {
+        const projects = [...this.projects].flatMap(([pid, pr]) => {
+          const me = pr.members.find((x) => x.userId === this.userId);
+          const project = pr.items.get(pid);
+          if (!me || !project) return [];
+          const counts = new Map<WorkItemStatus, bigint>();
+          for (const w of pr.items.values()) {
+            if (w.deletedAt !== 0n || w.itemType === WorkItemType.PROJECT) continue;
+            counts.set(w.status, (counts.get(w.status) ?? 0n) + 1n);
+          }
+          return [{ project, role: me.role, revision: pr.rev, counts: [...counts].map(([status, count]) => ({ status, count })) }];
+        });
+        return reply({ case: "projectsList", value: { projects } });
+      }
+      case "listProjectMembersRequest": {
+        const pr = this.projects.get(p.value.projectId);
+        if (!pr) return fail("NOT_FOUND", "no such project");
+        return reply({ case: "projectMembersList", value: { projectId: p.value.projectId, members: pr.members } });
+      }
+      case "addProjectMemberRequest":
+      case "removeProjectMemberRequest": {
+        const v = p.value;
+        const pr = this.projects.get(v.projectId);
+        if (!pr) return fail("NOT_FOUND", "no such project");
+        if (pr.members.find((x) => x.userId === this.userId)?.role !== ProjectRole.ADMIN) return fail("UNAUTHORIZED", "admins only");
+        const before = pr.members.find((x) => x.userId === v.userId);
+        if (p.case === "removeProjectMemberRequest") {
+          if (!before) return fail("NOT_FOUND", "no such member", { field: "user_id" });
+          pr.members = pr.members.filter((x) => x !== before);
+          return reply({ case: "projectMemberChanged", value: { member: before, removed: true } });
+        }
+        this.addMember(v.projectId, v.userId, v.role, before?.displayName ?? "");
+        return reply({ case: "projectMemberChanged", value: { member: pr.members.find((x) => x.userId === v.userId) } });
+      }
+      case "getActivityRequest": {
+        const v = p.value;
+        const pr = this.projects.get(v.projectId);
+        if (!pr) return fail("NOT_FOUND", "no such project");
+        const all = pr.activity.filter((e) => !v.workItemId || e.workItemId === v.workItemId).reverse();
+        const start = Number(v.pageToken || "0");
+        const limit = v.limit || 50;
+        const entries = all.slice(start, start + limit);
+        const next = start + limit < all.length ? String(start + limit) : "";
+        return reply({ case: "activityList", value: { entries, nextPageToken: next } });
+      }
       default:
         return fail("INVALID_MESSAGE", "not handled by the fake node");
     }
   }
+}
+
+function text(v: unknown): string {
+  return typeof v === "string" || typeof v === "number" || typeof v === "bigint" ? String(v) : "";
 }
 
 /** token makes an unsigned JWT with the given claims (the client does not check signatures). */

@@ -53,6 +53,7 @@ function Shell({ token, onSignOut }: { token: string; onSignOut: () => void }) {
   }, [token]);
   const [route, setRoute] = useState<Route>(readRoute);
   const [expiredBanner, setExpired] = useState("");
+  const [projectTitle, setProjectTitle] = useState("");
 
   useEffect(() => {
     const { client, manager } = session;
@@ -85,10 +86,10 @@ function Shell({ token, onSignOut }: { token: string; onSignOut: () => void }) {
 
   return (
     <div class="shell">
-      <TopBar client={session.client} manager={session.manager} route={route} onSignOut={onSignOut} />
+      <TopBar client={session.client} route={route} projectTitle={route.project ? projectTitle : ""} onSignOut={onSignOut} />
       <main class="main" id="main">
         {route.project ? (
-          <ProjectView key={route.project} manager={session.manager} route={route} />
+          <ProjectView key={route.project} manager={session.manager} route={route} onTitle={setProjectTitle} />
         ) : (
           <Dashboard manager={session.manager} />
         )}

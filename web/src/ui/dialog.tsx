@@ -20,7 +20,10 @@ export function Dialog({ title, onClose, children, testid, alert, wide }: Props)
   useEffect(() => {
     const before = document.activeElement as HTMLElement | null;
     const el = ref.current;
-    const first = el?.querySelector<HTMLElement>("[autofocus], input, select, textarea, button");
+    const first =
+      el?.querySelector<HTMLElement>("[autofocus]:not(:disabled)") ??
+      el?.querySelector<HTMLElement>("input:not(:disabled), select:not(:disabled), textarea:not(:disabled)") ??
+      el?.querySelector<HTMLElement>(".dialog-head ~ * button:not(:disabled)");
     (first ?? el)?.focus();
     return () => before?.focus?.();
   }, []);

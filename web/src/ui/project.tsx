@@ -19,7 +19,7 @@ export interface Editing {
 type Panel = { kind: "none" } | { kind: "create" } | { kind: "edit"; id: string } | { kind: "members" } | { kind: "activity" };
 
 /** ProjectView opens a project's replica and shows it as a board or a tree. */
-export function ProjectView({ manager, route }: { manager: ProjectStateManager; route: Route }) {
+export function ProjectView({ manager, route, onTitle }: { manager: ProjectStateManager; route: Route; onTitle: (t: string) => void }) {
   const toast = useToast();
   const [replica] = useState(() => manager.open(route.project));
   useReplica(replica);
@@ -37,6 +37,12 @@ export function ProjectView({ manager, route }: { manager: ProjectStateManager; 
       manager.close(route.project);
     };
   }, [manager, route.project, toast]);
+
+  const title = replica.project?.title ?? "";
+  useEffect(() => {
+    onTitle(title);
+    document.title = title ? `${title} · pm` : "pm board";
+  }, [title, onTitle]);
 
   const role = manager.roleOf(route.project);
   const editing: Editing = {

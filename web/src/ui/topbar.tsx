@@ -1,22 +1,20 @@
-import type { ProjectManagementWebSocketClient, ProjectStateManager } from "../client";
-import { useConnection, useReplica } from "./hooks";
+import type { ProjectManagementWebSocketClient } from "../client";
+import { useConnection } from "./hooks";
 import { hue, initials } from "./labels";
 import { routeHref, type Route } from "./session";
 
 interface Props {
   client: ProjectManagementWebSocketClient;
-  manager: ProjectStateManager;
   route: Route;
+  /** The open project's title, once loaded. */
+  projectTitle: string;
   onSignOut: () => void;
 }
 
 /** TopBar: where you are, the connection, and who is signed in. */
-export function TopBar({ client, manager, route, onSignOut }: Props) {
+export function TopBar({ client, route, projectTitle, onSignOut }: Props) {
   const claims = client.claims;
   const name = claims.name || claims.email || claims.sub.slice(0, 8);
-  const replica = route.project ? manager.replica(route.project) : undefined;
-  useReplica(replica);
-  const title = replica?.project?.title;
   return (
     <header class="topbar">
       <nav class="crumbs" aria-label="Breadcrumb">
@@ -34,7 +32,7 @@ export function TopBar({ client, manager, route, onSignOut }: Props) {
               /
             </span>
             <a href={routeHref(route)} class="crumb crumb-current" aria-current="page">
-              {title ?? "…"}
+              {projectTitle || "…"}
             </a>
           </>
         )}
