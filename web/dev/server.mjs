@@ -137,7 +137,7 @@ function seed() {
   const items = [];
   let pos = 0;
   const key = () => `a${(pos++).toString(36).padStart(2, "0")}`.replace(/^a(..)$/, "b$1");
-  const epics = Math.max(1, Math.round(itemCount / 20));
+  const epics = Math.max(1, Math.ceil(itemCount / 19)); // 19 items per epic: 3 stories of 5 tasks
   for (let e = 0; e < epics && items.length < itemCount; e++) {
     const epic = `e0000000-0000-4000-8000-${String(e).padStart(12, "0")}`;
     items.push(item({ id: epic, parentId: P1, itemType: 2, title: `${words[e % 10]} ${e >= 10 ? e : ""}`.trim(), status: 1 + rnd(5), priority: 1 + rnd(4), position: key() }));

@@ -53,10 +53,20 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
       const i = col.findIndex((w) => w.id === id);
       return col.slice(i + 1).find((w) => w.id !== id)?.id ?? null;
     };
+    // The setters update latest at once: key events can come faster than renders.
     const setT = (t: Target | null) => {
       const cur = latest.current.target;
       if (cur?.status === t?.status && cur?.beforeId === t?.beforeId) return;
+      latest.current.target = t;
       setTarget(t);
+    };
+    const setMoving = (id: string | null) => {
+      latest.current.movingId = id;
+      setMovingId(id);
+    };
+    const setDrag = (id: string | null) => {
+      latest.current.dragId = id;
+      setDragId(id);
     };
     const describe = (id: string, t: Target) => {
       const others = othersOf(t.status, id);
@@ -93,10 +103,10 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
         if (!latest.current.editing.canEdit || !e.dataTransfer) return;
         e.dataTransfer.effectAllowed = "move";
         e.dataTransfer.setData("text/plain", id);
-        setDragId(id);
+        setDrag(id);
       },
       dragEnd: () => {
-        setDragId(null);
+        setDrag(null);
         setT(null);
       },
       dragOverCard: (e: DragEvent, over: WorkItem) => {
@@ -119,7 +129,7 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
       dropOn: (e: DragEvent) => {
         const { dragId: id, target: t } = latest.current;
         e.preventDefault();
-        setDragId(null);
+        setDrag(null);
         setT(null);
         if (id && t) drop(id, t);
       },
@@ -132,7 +142,7 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
           } else if (ed.canEdit && (e.key === "m" || e.key === "M" || e.key === " ")) {
             e.preventDefault();
             const start = { status: w.status, beforeId: nextAfter(w.status, w.id) };
-            setMovingId(w.id);
+            setMoving(w.id);
             setT(start);
             setAnnounce(`Picked up ${w.title}. ${describe(w.id, start)}. Arrow keys move it, Enter drops it, Escape cancels.`);
           }
@@ -164,7 +174,7 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
           case "m":
           case "M":
             e.preventDefault();
-            setMovingId(null);
+            setMoving(null);
             setT(null);
             setAnnounce(`Dropped ${w.title}: ${describe(w.id, t)}.`);
             drop(w.id, t);
@@ -172,7 +182,7 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
           case "Escape":
           case "Tab":
             if (e.key === "Escape") e.preventDefault();
-            setMovingId(null);
+            setMoving(null);
             setT(null);
             setAnnounce(`Move of ${w.title} cancelled.`);
             return;

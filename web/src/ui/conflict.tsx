@@ -1,4 +1,4 @@
-import { useEffect, useState } from "preact/hooks";
+import { useLayoutEffect, useState } from "preact/hooks";
 import { ConflictError, describeError, type Conflict, type ItemPatch, type ProjectStateManager } from "../client";
 import type { WorkItem } from "../gen/pm/v1/messages_pb";
 import { Dialog } from "./dialog";
@@ -24,7 +24,10 @@ const fieldNames: Record<keyof ItemPatch, string> = {
 export function ConflictDialog({ manager }: { manager: ProjectStateManager }) {
   const toast = useToast();
   const [conflicts, setConflicts] = useState(manager.conflicts);
-  useEffect(() => manager.onConflicts(setConflicts), [manager]);
+  useLayoutEffect(() => {
+    setConflicts(manager.conflicts);
+    return manager.onConflicts(setConflicts);
+  }, [manager]);
   const c = conflicts[0];
   if (!c) return null;
   const resolve = (choice: "mine" | "theirs") => {

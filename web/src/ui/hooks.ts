@@ -1,11 +1,22 @@
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { ConnectionState, ProjectManagementWebSocketClient, WorkItemState } from "../client";
+
+// The hooks subscribe in layout effects, which run right after the render,
+// and catch up with what changed in between: no change is missed.
 
 /** useReplica re-renders on every change of the replica and returns its version. */
 export function useReplica(r: WorkItemState | undefined): number {
   const [, set] = useState(0);
-  useEffect(() => r?.subscribe(() => set((n) => n + 1)), [r]);
-  return r?.version ?? 0;
+  const rendered = r?.version ?? 0;
+  useLayoutEffect(() => {
+    if (!r) return;
+    const off = r.subscribe(() => set((n) => n + 1));
+    if (r.version !== rendered) set((n) => n + 1);
+    return off;
+    // rendered: only the version of the render that subscribed matters.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [r]);
+  return rendered;
 }
 
 /** HIGHLIGHT_MS is how long a card changed by somebody else stays highlighted. */
@@ -15,7 +26,7 @@ export const HIGHLIGHT_MS = 1600;
 export function useHighlights(r: WorkItemState | undefined): ReadonlySet<string> {
   const [ids, setIds] = useState<ReadonlySet<string>>(new Set());
   const timers = useRef(new Map<string, ReturnType<typeof setTimeout>>());
-  useEffect(() => {
+  useLayoutEffect(() => {
     if (!r) return;
     const t = timers.current;
     const off = r.subscribe((c) => {
@@ -50,7 +61,7 @@ export function useHighlights(r: WorkItemState | undefined): ReadonlySet<string>
 export function useConnection(c: ProjectManagementWebSocketClient): { state: ConnectionState; pending: number } {
   const [state, setState] = useState(c.state);
   const [pending, setPending] = useState(c.pendingCount);
-  useEffect(() => {
+  useLayoutEffect(() => {
     const a = c.onState(setState);
     const b = c.onPendingCount(setPending);
     setState(c.state);
