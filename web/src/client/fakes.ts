@@ -225,8 +225,8 @@ export class FakeNode {
           .filter(([k, v]) => v !== (cur as unknown as Record<string, unknown>)[k])
           .map(([k, v]) => ({
             fieldName: k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`),
-            oldValue: text((cur as unknown as Record<string, unknown>)[k]),
-            newValue: text(v),
+            oldValue: text((cur as unknown as Record<string, unknown>)[k], k),
+            newValue: text(v, k),
           }))
       : [{ fieldName: "title", oldValue: "", newValue: String(fields.title ?? "") }];
     p.activity.push(
@@ -410,7 +410,10 @@ export class FakeNode {
   }
 }
 
-function text(v: unknown): string {
+/** text writes a field's value as the server does in a FieldChange: enums by lower-case name. */
+function text(v: unknown, field = ""): string {
+  if (field === "status" && typeof v === "number") return (WorkItemStatus[v] ?? "").toLowerCase();
+  if (field === "priority" && typeof v === "number") return (WorkItemPriority[v] ?? "").toLowerCase();
   return typeof v === "string" || typeof v === "number" || typeof v === "bigint" ? String(v) : "";
 }
 

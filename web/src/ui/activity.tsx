@@ -2,7 +2,7 @@ import { useCallback, useEffect, useState } from "preact/hooks";
 import { describeError, type ProjectStateManager, type WorkItemState } from "../client";
 import { ActivityAction, type ActivityEntry, type FieldChange } from "../gen/pm/v1/messages_pb";
 import { Dialog } from "./dialog";
-import { actionLabel, ago, hue, initials } from "./labels";
+import { actionLabel, ago, hue, initials, priorityInfo, statusInfo, typeInfo } from "./labels";
 
 /** ActivityPanel shows a project's history, newest first, a page at a time. */
 export function ActivityPanel({ manager, replica, onClose }: { manager: ProjectStateManager; replica: WorkItemState; onClose: () => void }) {
@@ -24,6 +24,11 @@ const fieldLabel: Record<string, string> = {
   story_points: "points",
   role: "role",
 };
+
+/** bySlug reads an enum value as the server writes it in a FieldChange ("in_progress") as its label. */
+function bySlug(info: Record<number, { label: string; slug: string }>, v: string): string {
+  return Object.values(info).find((x) => x.slug === v)?.label ?? v;
+}
 
 /** ActivityList pages through GetActivityRequest answers (of a project, or of one item). */
 export function ActivityList({ manager, replica, workItemId }: { manager: ProjectStateManager; replica: WorkItemState; workItemId?: string }) {
@@ -52,7 +57,23 @@ export function ActivityList({ manager, replica, workItemId }: { manager: Projec
   );
   useEffect(() => load(""), [load]);
   const name = (id: string) => manager.displayName(projectId, id);
-  const value = (c: FieldChange, v: string) => (c.fieldName === "assignee_id" ? name(v) : v) || "—";
+  const value = (c: FieldChange, v: string) => {
+    if (!v) return "—";
+    switch (c.fieldName) {
+      case "assignee_id":
+        return name(v);
+      case "parent_id":
+        return replica.get(v)?.title ?? v.slice(0, 8);
+      case "status":
+        return bySlug(statusInfo, v);
+      case "priority":
+        return bySlug(priorityInfo, v);
+      case "item_type":
+        return bySlug(typeInfo, v);
+      default:
+        return v;
+    }
+  };
   return (
     <div class="activity" data-testid="activity-list">
       {error && (

@@ -36,7 +36,10 @@ export function ConflictDialog({ manager }: { manager: ProjectStateManager }) {
     });
   };
   const show = (f: keyof ItemPatch, w: WorkItem | undefined, patch?: ItemPatch) => text(manager, c, f, patch ? patch[f] : w?.[f]);
-  const fields = (Object.keys(c.mine) as (keyof ItemPatch)[]).filter((f) => c.mine[f] !== undefined);
+  // A position alone means nothing to a person: a move shows as its column, or as "moved".
+  const fields = (Object.keys(c.mine) as (keyof ItemPatch)[]).filter(
+    (f) => c.mine[f] !== undefined && (f !== "position" || c.mine.status === undefined),
+  );
   const name = c.theirs?.updatedBy ? manager.displayName(c.projectId, c.theirs.updatedBy) : "Somebody";
   return (
     <Dialog title="Somebody changed this item first" testid="conflict-dialog" alert onClose={() => undefined}>
@@ -93,6 +96,8 @@ function text(manager: ProjectStateManager, c: Conflict, f: keyof ItemPatch, v: 
       return manager.displayName(c.projectId, String(v));
     case "parentId":
       return manager.replica(c.projectId)?.get(String(v))?.title ?? String(v);
+    case "position":
+      return v === c.mine.position ? "moved here" : "where they left it";
     default:
       return String(v);
   }
