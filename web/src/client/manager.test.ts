@@ -179,6 +179,30 @@ describe("ProjectStateManager", () => {
     expect(r.revision).toBe(5n);
   });
 
+  it("keeps showing an edit answered past a gap until the resync fills it: no jump back", async () => {
+    const r = await openProject();
+    node.holdEvents = true;
+    node.change(P, "b", { title: "theirs, on its way" }); // revision 5, held
+    node.silent = true; // hold the resync too
+    const edit = m.updateItem(P, "a", { status: WorkItemStatus.DONE });
+    node.silent = false;
+    const s = net.last;
+    s.onSend?.(s.sentOf("updateWorkItemRequest")[0]!); // answered at revision 6: past the gap
+    node.silent = true; // before the answer is handled: the resync it starts gets no answer yet
+    await edit;
+    await settle();
+    expect(r.revision).toBe(4n);
+    expect(r.get("a")?.status).toBe(WorkItemStatus.DONE); // still shown where the person put it
+    node.silent = false;
+    const get = s.sentOf("getWorkItemsRequest").at(-1)!;
+    s.onSend?.(get);
+    await settle();
+    expect(r.revision).toBe(6n);
+    expect(r.isPending("a")).toBe(false);
+    expect(r.get("a")?.status).toBe(WorkItemStatus.DONE);
+    expect(r.get("b")?.title).toBe("theirs, on its way");
+  });
+
   it("sends edits made while reconnecting once connected, each once, with its original message_id", async () => {
     const r = await openProject();
     nodeUp = false;

@@ -314,9 +314,11 @@ export class ProjectStateManager {
       );
       this.applyOwn({ case: "workItemCreated", value: created });
       if (!created.workItem) throw new PmError("INTERNAL", "the answer has no work item");
+      r?.settleOverlay(id, created.workItem.revision);
       return created.workItem;
-    } finally {
+    } catch (err) {
       r?.clearOverlay(id);
+      throw err;
     }
   }
 
@@ -413,7 +415,7 @@ export class ProjectStateManager {
       return;
     }
     this.edits.delete(key);
-    r.clearOverlay(itemId);
+    r.settleOverlay(itemId, updated.revision);
   }
 
   /** conflictOf reads the other person's version (resyncing first) and records the conflict. */
@@ -488,8 +490,10 @@ export class ProjectStateManager {
         "workItemDeleted",
       );
       this.applyOwn({ case: "workItemDeleted", value: answer });
-    } finally {
+      r?.settleOverlay(itemId, answer.revision || answer.workItem?.revision || 0n);
+    } catch (err) {
       r?.clearOverlay(itemId);
+      throw err;
     }
   }
 

@@ -99,6 +99,8 @@ export class WorkItemState {
   private readonly ahead = new Map<bigint, ItemEvent>();
   /** Own changes awaiting their answer: how they change the server's item. */
   private readonly overlay = new Map<string, Overlay>();
+  /** Overlays answered at a revision the replica has not reached yet (past a gap), by id. */
+  private readonly settling = new Map<string, bigint>();
   private sorted: WorkItem[] | undefined;
   private columns: Map<WorkItemStatus, WorkItem[]> | undefined;
   private readonly listeners = new Set<(c: Change) => void>();
@@ -251,9 +253,21 @@ export class WorkItemState {
     this.changed([id], false);
   }
 
-  /** clearOverlay drops an own change once answered (or refused). */
+  /** clearOverlay drops an own change once refused (or answered). */
   clearOverlay(id: string): void {
+    this.settling.delete(id);
     if (this.overlay.delete(id)) this.changed([id], false);
+  }
+
+  /**
+   * settleOverlay drops an own change once the replica has reached the
+   * revision that answered it. Until then (the answer came past a gap that a
+   * resync is filling) the change stays shown, so the card does not jump
+   * back to where it was for a moment.
+   */
+  settleOverlay(id: string, revision: bigint): void {
+    if (this.rev >= revision || this.statusValue === "closed") this.clearOverlay(id);
+    else this.settling.set(id, revision);
   }
 
   /** close ends the replica: no more changes apply; reason is shown to the person. */
@@ -289,6 +303,12 @@ export class WorkItemState {
   }
 
   private changed(ids: readonly string[] | null, remote: boolean): void {
+    for (const [id, rev] of this.settling) {
+      if (rev <= this.rev) {
+        this.settling.delete(id);
+        this.overlay.delete(id);
+      }
+    }
     this.sorted = undefined;
     this.columns = undefined;
     this.versionValue++;
