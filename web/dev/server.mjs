@@ -4,6 +4,9 @@
 // For looking at the UI and for browser tests; not for production.
 //
 //   npm run build && node dev/server.mjs [--port 5173] [--items 60] [--quiet]
+//
+// POST /__dev/close?code=4000 closes every WebSocket with that code (4000
+// reconnect, 4500 token expired, 1001 shutdown…) to try the client's handling.
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
@@ -44,8 +47,17 @@ const TEAM = [
 const node = new FakeNode(ME);
 seed();
 
+/** The open WebSockets, for /__dev/close. */
+const sockets = new Set();
+
 const server = createServer(async (req, res) => {
   const url = new URL(req.url ?? "/", "http://x");
+  if (req.method === "POST" && url.pathname === "/__dev/close") {
+    const code = Number(url.searchParams.get("code") ?? "1001");
+    for (const s of sockets) s.end(frame(0x8, Buffer.from([code >> 8, code & 255])));
+    res.writeHead(204).end();
+    return;
+  }
   let path = url.pathname === "/" ? "/index.html" : normalize(url.pathname);
   if (path.includes("..")) path = "/index.html";
   try {
@@ -85,7 +97,11 @@ server.on("upgrade", (req, sock) => {
       }
     }
   });
-  sock.on("close", () => (fake.isOpen = false));
+  sockets.add(sock);
+  sock.on("close", () => {
+    fake.isOpen = false;
+    sockets.delete(sock);
+  });
   sock.on("error", () => (fake.isOpen = false));
 });
 
