@@ -43,8 +43,8 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
   const refocus = useRef<string | null>(null);
 
   // The newest state for the handlers, which stay the same functions so the cards need not re-render.
-  const latest = useRef({ target, movingId, dragId, editing });
-  latest.current = { target, movingId, dragId, editing };
+  const latest = useRef({ target, movingId, dragId, editing, onOpen, toast });
+  latest.current = { target, movingId, dragId, editing, onOpen, toast };
 
   const h = useMemo(() => {
     const othersOf = (status: WorkItemStatus, id: string) => replica.column(status).filter((w) => w.id !== id);
@@ -84,20 +84,20 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
       try {
         position = positionAt(col, id, index);
       } catch (err) {
-        toast("error", describeError(err));
+        latest.current.toast("error", describeError(err));
         return;
       }
       refocus.current = id;
       manager
         .updateItem(replica.projectId, id, w.status === t.status ? { position } : { status: t.status, position })
         .catch((err: unknown) => {
-          if (!(err instanceof ConflictError)) toast("error", `Could not move “${w.title}”: ${describeError(err)}`);
+          if (!(err instanceof ConflictError)) latest.current.toast("error", `Could not move “${w.title}”: ${describeError(err)}`);
         });
     };
     return {
       open: (id: string) => {
         const w = replica.get(id);
-        if (w) onOpen(w);
+        if (w) latest.current.onOpen(w);
       },
       dragStart: (e: DragEvent, id: string) => {
         if (!latest.current.editing.canEdit || !e.dataTransfer) return;
@@ -138,7 +138,7 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
         if (moving !== w.id) {
           if (e.key === "Enter") {
             e.preventDefault();
-            onOpen(w);
+            latest.current.onOpen(w);
           } else if (ed.canEdit && (e.key === "m" || e.key === "M" || e.key === " ")) {
             e.preventDefault();
             const start = { status: w.status, beforeId: nextAfter(w.status, w.id) };
@@ -194,7 +194,7 @@ export function Board({ manager, replica, editing, onOpen }: Props) {
         setAnnounce(describe(w.id, next));
       },
     };
-  }, [replica, manager, onOpen, toast]);
+  }, [replica, manager]);
 
   // After a keyboard drop the card is a new element in its new column: keep the focus on it.
   useEffect(() => {

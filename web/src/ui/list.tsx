@@ -1,8 +1,9 @@
-import { useMemo, useState } from "preact/hooks";
+import { useCallback, useMemo, useRef, useState } from "preact/hooks";
 import { STATUSES, type ProjectStateManager, type WorkItemState } from "../client";
 import { WorkItemType, type WorkItem } from "../gen/pm/v1/messages_pb";
 import { useHighlights, useReplica } from "./hooks";
 import { ITEM_TYPES, hue, initials, priorityInfo, statusInfo, typeInfo } from "./labels";
+import { memo } from "./memo";
 
 interface Filters {
   text: string;
@@ -68,13 +69,22 @@ export function ListView({ manager, replica, onOpen }: { manager: ProjectStateMa
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [replica, version, f, collapsed, filtering]);
 
-  const toggle = (id: string) =>
-    setCollapsed((c) => {
-      const n = new Set(c);
-      if (!n.delete(id)) n.add(id);
-      return n;
-    });
-  const set = (k: keyof Filters) => (e: Event) => setF({ ...f, [k]: (e.currentTarget as HTMLInputElement).value });
+  const toggle = useCallback(
+    (id: string) =>
+      setCollapsed((c) => {
+        const n = new Set(c);
+        if (!n.delete(id)) n.add(id);
+        return n;
+      }),
+    [],
+  );
+  const latestOpen = useRef(onOpen);
+  latestOpen.current = onOpen;
+  const openRef = useCallback((w: WorkItem) => latestOpen.current(w), []);
+  const set = (k: keyof Filters) => (e: Event) => {
+    const value = (e.currentTarget as HTMLInputElement).value;
+    setF((cur) => ({ ...cur, [k]: value }));
+  };
 
   return (
     <div class="list-view" data-testid="list-view">
@@ -130,55 +140,84 @@ export function ListView({ manager, replica, onOpen }: { manager: ProjectStateMa
         </div>
       ) : (
         <ul class="tree" role="tree" aria-label="Items">
-          {rows.map(({ item: w, depth, context, hasChildren }) => {
-            const type = typeInfo[w.itemType] ?? { label: "Item", slug: "task" };
-            const status = statusInfo[w.status];
-            const prio = priorityInfo[w.priority];
-            const assignee = w.assigneeId ? manager.displayName(replica.projectId, w.assigneeId) : "";
-            const open = filtering || !collapsed.has(w.id);
-            return (
-              <li
-                key={w.id}
-                role="treeitem"
-                aria-level={depth + 1}
-                aria-expanded={hasChildren ? open : undefined}
-                class={`tree-row depth-${Math.min(depth, 3)}${context ? " context" : ""}${highlights.has(w.id) ? " flash" : ""}${replica.isPending(w.id) ? " pending" : ""}`}
-                data-testid="tree-row"
-                data-id={w.id}
-              >
-                {hasChildren && !filtering ? (
-                  <button type="button" class="twisty" aria-label={open ? `Collapse ${w.title}` : `Expand ${w.title}`} onClick={() => toggle(w.id)}>
-                    {open ? "▾" : "▸"}
-                  </button>
-                ) : (
-                  <span class="twisty" aria-hidden="true" />
-                )}
-                <span class={`type-badge type-${type.slug}`}>{type.label}</span>
-                <button type="button" class="row-title" onClick={() => onOpen(w)}>
-                  {w.title}
-                </button>
-                {status && <span class={`status-pill status-${status.slug}`}>{status.label}</span>}
-                {prio && <span class={`prio prio-${prio.slug}`}>{prio.label}</span>}
-                <span class="row-assignee">
-                  {assignee ? (
-                    <>
-                      <span class={`avatar sm hue-${hue(w.assigneeId)}`} aria-hidden="true">
-                        {initials(assignee)}
-                      </span>
-                      {assignee}
-                    </>
-                  ) : (
-                    <span class="unassigned">Unassigned</span>
-                  )}
-                </span>
-                <span class="points" aria-label={w.storyPoints === undefined ? "not estimated" : `${w.storyPoints} points`}>
-                  {w.storyPoints ?? "–"}
-                </span>
-              </li>
-            );
-          })}
+          {rows.map(({ item: w, depth, context, hasChildren }) => (
+            <TreeRow
+              key={w.id}
+              item={w}
+              depth={depth}
+              context={context}
+              hasChildren={hasChildren}
+              filtering={filtering}
+              open={filtering || !collapsed.has(w.id)}
+              flash={highlights.has(w.id)}
+              pending={replica.isPending(w.id)}
+              assignee={w.assigneeId ? manager.displayName(replica.projectId, w.assigneeId) : ""}
+              onToggle={toggle}
+              onOpen={openRef}
+            />
+          ))}
         </ul>
       )}
     </div>
   );
 }
+
+interface RowProps {
+  item: WorkItem;
+  depth: number;
+  context: boolean;
+  hasChildren: boolean;
+  filtering: boolean;
+  open: boolean;
+  flash: boolean;
+  pending: boolean;
+  assignee: string;
+  onToggle: (id: string) => void;
+  onOpen: (w: WorkItem) => void;
+}
+
+/** TreeRow is one item of the tree; it renders again only when its props change. */
+const TreeRow = memo(function TreeRow({ item: w, depth, context, hasChildren, filtering, open, flash, pending, assignee, onToggle, onOpen }: RowProps) {
+  const type = typeInfo[w.itemType] ?? { label: "Item", slug: "task" };
+  const status = statusInfo[w.status];
+  const prio = priorityInfo[w.priority];
+  return (
+    <li
+      role="treeitem"
+      aria-level={depth + 1}
+      aria-expanded={hasChildren ? open : undefined}
+      class={`tree-row depth-${Math.min(depth, 3)}${context ? " context" : ""}${flash ? " flash" : ""}${pending ? " pending" : ""}`}
+      data-testid="tree-row"
+      data-id={w.id}
+    >
+      {hasChildren && !filtering ? (
+        <button type="button" class="twisty" aria-label={open ? `Collapse ${w.title}` : `Expand ${w.title}`} onClick={() => onToggle(w.id)}>
+          {open ? "▾" : "▸"}
+        </button>
+      ) : (
+        <span class="twisty" aria-hidden="true" />
+      )}
+      <span class={`type-badge type-${type.slug}`}>{type.label}</span>
+      <button type="button" class="row-title" onClick={() => onOpen(w)}>
+        {w.title}
+      </button>
+      {status && <span class={`status-pill status-${status.slug}`}>{status.label}</span>}
+      {prio && <span class={`prio prio-${prio.slug}`}>{prio.label}</span>}
+      <span class="row-assignee">
+        {assignee ? (
+          <>
+            <span class={`avatar sm hue-${hue(w.assigneeId)}`} aria-hidden="true">
+              {initials(assignee)}
+            </span>
+            {assignee}
+          </>
+        ) : (
+          <span class="unassigned">Unassigned</span>
+        )}
+      </span>
+      <span class="points" aria-label={w.storyPoints === undefined ? "not estimated" : `${w.storyPoints} points`}>
+        {w.storyPoints ?? "–"}
+      </span>
+    </li>
+  );
+});

@@ -1,4 +1,4 @@
-import { useEffect, useState } from "preact/hooks";
+import { useCallback, useEffect, useState } from "preact/hooks";
 import { describeError, type ProjectStateManager } from "../client";
 import { ProjectRole, type WorkItem } from "../gen/pm/v1/messages_pb";
 import { ActivityPanel } from "./activity";
@@ -25,6 +25,7 @@ export function ProjectView({ manager, route, onTitle }: { manager: ProjectState
   useReplica(replica);
   const [, setMembersVersion] = useState(0);
   const [panel, setPanel] = useState<Panel>({ kind: "none" });
+  const openItem = useCallback((w: WorkItem) => setPanel({ kind: "edit", id: w.id }), []);
 
   useEffect(() => {
     const load = () => manager.loadMembers(route.project).catch((err: unknown) => toast("error", `Members: ${describeError(err)}`));
@@ -69,7 +70,6 @@ export function ProjectView({ manager, route, onTitle }: { manager: ProjectState
     );
   }
   const project = replica.project;
-  const openItem = (w: WorkItem) => setPanel({ kind: "edit", id: w.id });
   return (
     <section class="project" data-testid="project" aria-labelledby="project-title">
       <div class="page-head">
