@@ -62,11 +62,17 @@ function Shell({ token, onSignOut }: { token: string; onSignOut: () => void }) {
       else toast("error", p.message);
     });
     const online = () => client.reconnectNow();
+    // Changes not yet answered would be lost with the page: ask first.
+    const leaving = (e: BeforeUnloadEvent) => {
+      if (client.pendingCount > 0) e.preventDefault();
+    };
     window.addEventListener("online", online);
+    window.addEventListener("beforeunload", leaving);
     client.connect();
     return () => {
       offProblem();
       window.removeEventListener("online", online);
+      window.removeEventListener("beforeunload", leaving);
       manager.dispose();
       client.close();
     };

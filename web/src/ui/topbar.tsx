@@ -39,7 +39,7 @@ export function TopBar({ client, route, projectTitle, onSignOut }: Props) {
       </nav>
       <div class="topbar-right">
         <ConnectionIndicator client={client} />
-        <div class="user" data-testid="user">
+        <div class="user" data-testid="user" title={`${name} · tenant ${claims.tenantId}`}>
           <span class={`avatar hue-${hue(claims.sub)}`} aria-hidden="true">
             {initials(name)}
           </span>
