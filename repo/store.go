@@ -40,6 +40,8 @@ import (
 const (
 	DefaultAcquireTimeout   = 2 * time.Second
 	DefaultStatementTimeout = 5 * time.Second
+	DefaultLoadPageRows     = 1000
+	DefaultLoadPageBytes    = 1 << 20
 )
 
 const (
@@ -84,6 +86,14 @@ type Config struct {
 	// MaxConns caps the pool's connections; 0 means pgx's default (the
 	// larger of 4 and the number of CPUs, or pool_max_conns in DatabaseURL).
 	MaxConns int32
+	// LoadPageRows bounds the items of one page of StreamWorkItems, and so
+	// what a load holds in memory at once. 0 means DefaultLoadPageRows (1000).
+	LoadPageRows int
+	// LoadPageBytes bounds the text (titles, descriptions, positions, plus
+	// 256 bytes a row) of one page of StreamWorkItems; a page holds at least
+	// one item, so it may overshoot by one. 0 means DefaultLoadPageBytes
+	// (1 MiB).
+	LoadPageBytes int
 	// AllowRLSBypass lets Open connect as a superuser or a BYPASSRLS role,
 	// to which row-level security does not apply. For development only:
 	// tenant isolation then rests on the queries alone. Open logs a warning.
@@ -97,6 +107,8 @@ type Config struct {
 type Store struct {
 	pool           *pgxpool.Pool
 	acquireTimeout time.Duration
+	pageRows       int
+	pageBytes      int64
 	logger         *slog.Logger
 	closed         atomic.Bool
 }
@@ -113,6 +125,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LoadPageRows <= 0 {
+		cfg.LoadPageRows = DefaultLoadPageRows
+	}
+	if cfg.LoadPageBytes <= 0 {
+		cfg.LoadPageBytes = DefaultLoadPageBytes
 	}
 	if cfg.MaxConns < 0 {
 		return nil, fmt.Errorf("repo: MaxConns %d is negative", cfg.MaxConns)
@@ -141,7 +159,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repo: create pool: %w", err)
 	}
-	s := &Store{pool: pool, acquireTimeout: cfg.AcquireTimeout, logger: cfg.Logger}
+	s := &Store{
+		pool: pool, acquireTimeout: cfg.AcquireTimeout, logger: cfg.Logger,
+		pageRows: cfg.LoadPageRows, pageBytes: int64(cfg.LoadPageBytes),
+	}
 	if err := s.checkRole(ctx, cfg.AllowRLSBypass); err != nil {
 		pool.Close()
 		return nil, err
@@ -300,8 +321,18 @@ const (
 	sqlClassConnection      = "08" // connection exceptions
 )
 
-// retryable reports whether err aborted a transaction that may succeed when run again.
+// finalError is a failure of a transaction that must not run again, e.g.
+// because part of its result was handed out already.
+type finalError struct{ error }
+
+func (e finalError) Unwrap() error { return e.error }
+
+// retryable reports whether err aborted a transaction that may succeed when
+// run again (and may be run again).
 func retryable(err error) bool {
+	if _, final := errors.AsType[finalError](err); final {
+		return false
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		return pgErr.Code == sqlSerializationFailure || pgErr.Code == sqlDeadlockDetected
