@@ -602,29 +602,28 @@ const itemRowOverhead = "256"
 // itemPageQuery returns the query of one page of a load: the next rows in
 // (position, id) order that match filter — after (@after_position,
 // @after_id) unless first — at most @rows of them, and only as many as fit
-// in @bytes of text (the first always does). Only the keys and sizes of the
-// candidate rows are read to make the cut; the columns of the rows kept are
-// read after it.
+// in @bytes of text (the first always does). The sizes come from
+// octet_length, which reads a TOASTed description's length without
+// fetching it, so the candidates past the cut cost no more than their keys.
 func itemPageQuery(filter string, after bool) string {
 	keyset := ""
 	if after {
 		keyset = ` AND (position, id) > (@after_position, @after_id)`
 	}
-	return `WITH page AS (
-			SELECT id AS page_id, position AS page_position,
-				octet_length(title) + octet_length(description) + octet_length(position) + ` + itemRowOverhead + ` AS size
-			FROM work_items
-			WHERE tenant_id = @tenant AND project_id = @project AND ` + filter + keyset + `
-			ORDER BY position, id
-			LIMIT @rows
-		), sized AS (
-			SELECT page_id, page_position, sum(size) OVER (ORDER BY page_position, page_id) - size AS bytes_before
-			FROM page
-		)
-		SELECT ` + itemColumns + `
-		FROM sized JOIN work_items ON tenant_id = @tenant AND id = page_id
+	return `SELECT ` + itemColumns + `
+		FROM (
+			SELECT *, sum(size) OVER (ORDER BY position, id) - size AS bytes_before
+			FROM (
+				SELECT ` + itemColumns + `,
+					octet_length(title) + octet_length(description) + octet_length(position) + ` + itemRowOverhead + ` AS size
+				FROM work_items
+				WHERE tenant_id = @tenant AND project_id = @project AND ` + filter + keyset + `
+				ORDER BY position, id
+				LIMIT @rows
+			) page
+		) sized
 		WHERE bytes_before < @bytes
-		ORDER BY page_position, page_id`
+		ORDER BY position, id`
 }
 
 // appendItems appends the rows of itemColumns to items and closes rows.
