@@ -94,6 +94,12 @@ type Config struct {
 	// one item, so it may overshoot by one. 0 means DefaultLoadPageBytes
 	// (1 MiB).
 	LoadPageBytes int
+	// MaxConcurrentLoads bounds the StreamWorkItems reads that run at once;
+	// more wait for a turn (within their context) instead of for a
+	// connection. A load holds its connection while its caller takes the
+	// pages, which a slow client can make long: the bound keeps connections
+	// for writes. 0 means half the pool's connections, at least 1.
+	MaxConcurrentLoads int
 	// AllowRLSBypass lets Open connect as a superuser or a BYPASSRLS role,
 	// to which row-level security does not apply. For development only:
 	// tenant isolation then rests on the queries alone. Open logs a warning.
@@ -109,6 +115,7 @@ type Store struct {
 	acquireTimeout time.Duration
 	pageRows       int
 	pageBytes      int64
+	loads          chan struct{} // a slot per running StreamWorkItems
 	logger         *slog.Logger
 	closed         atomic.Bool
 }
@@ -142,6 +149,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxConns > 0 {
 		poolConfig.MaxConns = cfg.MaxConns
 	}
+	if cfg.MaxConcurrentLoads <= 0 {
+		cfg.MaxConcurrentLoads = max(1, int(poolConfig.MaxConns)/2)
+	}
 	cc := poolConfig.ConnConfig
 	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)
 	if cc.RuntimeParams["application_name"] == "" {
@@ -162,6 +172,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{
 		pool: pool, acquireTimeout: cfg.AcquireTimeout, logger: cfg.Logger,
 		pageRows: cfg.LoadPageRows, pageBytes: int64(cfg.LoadPageBytes),
+		loads: make(chan struct{}, cfg.MaxConcurrentLoads),
 	}
 	if err := s.checkRole(ctx, cfg.AllowRLSBypass); err != nil {
 		pool.Close()

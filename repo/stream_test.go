@@ -2,10 +2,13 @@ package repo_test
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -291,5 +294,62 @@ func TestStreamFailsAfterAPageWithoutRetry(t *testing.T) {
 	wantCode(t, err, pm.EUnavailable, "")
 	if len(got.pages) != 1 {
 		t.Fatalf("%d pages handed out; want 1 (no second attempt)", len(got.pages))
+	}
+}
+
+// Loads that hold their connections (their caller is slow to take the
+// pages) take at most MaxConcurrentLoads of them: writes still get one, and
+// the other loads wait for a turn instead of failing.
+func TestSlowLoadsLeaveConnectionsToWrites(t *testing.T) {
+	dsn := repotest.MustMigratedDatabaseURL(t)
+	s := repotest.MustOpen(t, repo.Config{DatabaseURL: dsn, MaxConns: 2, AcquireTimeout: 500 * time.Millisecond, LoadPageRows: 2})
+	f := newFixtureOn(t, s)
+	repotest.MustInsertItems(t, dsn, f.admin, f.project.ID, 10, nil)
+	q := pm.WorkItemQuery{ProjectID: f.project.ID}
+
+	// Two loads stop in their first page until released.
+	release := make(chan struct{})
+	releaseAll := sync.OnceFunc(func() { close(release) })
+	defer releaseAll() // also when the test fails: the loads hold connections
+	var (
+		started = make(chan struct{}, 2)
+		wg      sync.WaitGroup
+		errs    = make([]error, 2)
+	)
+	for i := range 2 {
+		wg.Go(func() {
+			first := true
+			errs[i] = s.StreamWorkItems(t.Context(), f.viewer, q, func(pm.Snapshot, []pm.WorkItem) error {
+				if first {
+					first = false
+					started <- struct{}{}
+					<-release
+				}
+				return nil
+			})
+		})
+	}
+	<-started // one load holds the only turn (half of 2 connections)
+	select {
+	case <-started:
+		t.Fatal("both loads run at once on a pool of 2")
+	default:
+	}
+	// A write gets the other connection.
+	if _, _, err := s.CreateWorkItem(t.Context(), f.editor, pm.NewWorkItem{Type: pm.TypeTask, ProjectID: f.project.ID, Title: "during"}); err != nil {
+		t.Fatalf("write while a load holds a connection: %v", err)
+	}
+	// A load that cannot wait gives up with UNAVAILABLE.
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	err := s.StreamWorkItems(ctx, f.viewer, q, func(pm.Snapshot, []pm.WorkItem) error { return nil })
+	wantCode(t, err, pm.EUnavailable, "")
+
+	releaseAll()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("load %d: %v", i, err)
+		}
 	}
 }

@@ -529,7 +529,9 @@ func (s *Store) ListWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkItem
 //
 // The pages are read with keyset pagination inside one REPEATABLE READ, READ
 // ONLY transaction, which stays open while page runs: a slow page holds a
-// database connection and the snapshot. A failure worth retrying (a
+// database connection and the snapshot. So at most
+// Config.MaxConcurrentLoads reads run at once; the others wait for a turn
+// until ctx ends (then UNAVAILABLE). A failure worth retrying (a
 // serialization failure or deadlock) runs the read again only while no page
 // has been handed out; after the first page it fails, with UNAVAILABLE when
 // the database is to blame, because the caller has acted on pages already.
@@ -547,6 +549,12 @@ func (s *Store) StreamWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkIt
 		filter, args["since"] = `updated_at > @since`, q.SinceTime
 	}
 	first, next := itemPageQuery(filter, false), itemPageQuery(filter, true)
+	select {
+	case s.loads <- struct{}{}:
+		defer func() { <-s.loads }()
+	case <-ctx.Done():
+		return fmt.Errorf("%s: wait for a turn among the running loads: %w", op, classify(ctx.Err()))
+	}
 	return s.run(ctx, op, actor.Tenant, snapshot, func(tx pgx.Tx) error {
 		var snap pm.Snapshot
 		err := tx.QueryRow(ctx, `SELECT revision, now() FROM project_revisions
