@@ -394,3 +394,48 @@ func TestFailedWriteIsCounted(t *testing.T) {
 		t.Fatalf("closed as a slow consumer (%d): the load must wait for room instead", code)
 	}
 }
+
+// BenchmarkLoad10k loads a project of 10,000 tasks through a real node and
+// connection, reading chunks until the complete one. Allocations count the
+// node's and the test client's (decoding every chunk).
+func BenchmarkLoad10k(b *testing.B) {
+	c := nodetest.Start(b, nodetest.Options{})
+	actor := pm.Actor{Tenant: "bench", User: uuid.New()}
+	conn := nodetest.Dial(b, c.Nodes[0].URL(), c.Token(actor.Tenant, actor.User))
+	resp, _ := conn.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_CreateWorkItemRequest{CreateWorkItemRequest: &pmv1.CreateWorkItemRequest{
+		ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "Bench",
+	}}})
+	project := resp.GetWorkItemCreated().GetWorkItem().GetId()
+	repotest.MustInsertItems(b, c.DatabaseURL, actor, uuid.MustParse(project), 10_000, func(i int, w *pm.WorkItem) {
+		w.Description = fmt.Sprintf("Task %d of the benchmark: a description of a typical length.", i)
+	})
+	r := &pmv1.GetWorkItemsRequest{ProjectId: project}
+	b.ReportAllocs()
+	var loads, chunks, wire int
+	for b.Loop() {
+		id := sendLoad(conn, r)
+		items := 0
+		for {
+			m := conn.Next(30 * time.Second)
+			if m.MessageId != id {
+				continue
+			}
+			list := m.GetWorkItemsList()
+			if list == nil {
+				b.Fatalf("got %v", m)
+			}
+			items += len(list.WorkItems)
+			chunks++
+			wire += proto.Size(m)
+			if list.Complete {
+				break
+			}
+		}
+		if items != 10_001 {
+			b.Fatalf("loaded %d items", items)
+		}
+		loads++
+	}
+	b.ReportMetric(float64(chunks)/float64(loads), "chunks/op")
+	b.ReportMetric(float64(wire)/float64(loads), "wire-B/op")
+}

@@ -353,3 +353,30 @@ func TestSlowLoadsLeaveConnectionsToWrites(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkStreamWorkItems10k reads a project of 10,000 tasks in pages.
+func BenchmarkStreamWorkItems10k(b *testing.B) {
+	dsn := repotest.MustMigratedDatabaseURL(b)
+	s := repotest.MustOpen(b, repo.Config{DatabaseURL: dsn})
+	actor := repotest.NewActor()
+	project := repotest.MustProject(b, s, actor)
+	repotest.MustInsertItems(b, dsn, actor, project.ID, 10_000, func(i int, w *pm.WorkItem) {
+		w.Description = "A description of a typical length for a task of the benchmark."
+	})
+	q := pm.WorkItemQuery{ProjectID: project.ID}
+	b.ReportAllocs()
+	var loads, pages int
+	for b.Loop() {
+		n := 0
+		err := s.StreamWorkItems(b.Context(), actor, q, func(_ pm.Snapshot, page []pm.WorkItem) error {
+			n += len(page)
+			pages++
+			return nil
+		})
+		if err != nil || n != 10_001 {
+			b.Fatalf("streamed %d items: %v", n, err)
+		}
+		loads++
+	}
+	b.ReportMetric(float64(pages)/float64(loads), "pages/op")
+}
