@@ -267,6 +267,12 @@ var (
 // errRollback, run rolls back and returns nil. Errors come back wrapped in
 // op, client-visible ones with a *pm.Error in their chain.
 func (s *Store) run(ctx context.Context, op, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	return s.runWhile(ctx, op, tenant, opts, fn, nil)
+}
+
+// runWhile is run, except that it runs the transaction again only while
+// mayRetry, if not nil, says so: e.g. until part of the result has left.
+func (s *Store) runWhile(ctx context.Context, op, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error, mayRetry func() bool) error {
 	if !pm.ValidTenant(tenant) {
 		return fmt.Errorf("%s: %w", op, pm.Errorf(pm.EUnauthorized, "invalid tenant"))
 	}
@@ -275,7 +281,7 @@ func (s *Store) run(ctx context.Context, op, tenant string, opts pgx.TxOptions, 
 		if err == nil || errors.Is(err, errRollback) {
 			return nil
 		}
-		if attempt < txAttempts && retryable(err) && ctx.Err() == nil {
+		if attempt < txAttempts && retryable(err) && ctx.Err() == nil && (mayRetry == nil || mayRetry()) {
 			s.logger.Debug("repo: retrying transaction", "op", op, "attempt", attempt, "error", err)
 			backoff := time.Duration(attempt) * time.Duration(5+rand.IntN(20)) * time.Millisecond
 			t := time.NewTimer(backoff)
@@ -332,18 +338,8 @@ const (
 	sqlClassConnection      = "08" // connection exceptions
 )
 
-// finalError is a failure of a transaction that must not run again, e.g.
-// because part of its result was handed out already.
-type finalError struct{ error }
-
-func (e finalError) Unwrap() error { return e.error }
-
-// retryable reports whether err aborted a transaction that may succeed when
-// run again (and may be run again).
+// retryable reports whether err aborted a transaction that may succeed when run again.
 func retryable(err error) bool {
-	if _, final := errors.AsType[finalError](err); final {
-		return false
-	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		return pgErr.Code == sqlSerializationFailure || pgErr.Code == sqlDeadlockDetected

@@ -555,7 +555,8 @@ func (s *Store) StreamWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkIt
 	case <-ctx.Done():
 		return fmt.Errorf("%s: wait for a turn among the running loads: %w", op, classify(ctx.Err()))
 	}
-	return s.run(ctx, op, actor.Tenant, snapshot, func(tx pgx.Tx) error {
+	handed := false // a page went to the caller: the read must not start over
+	read := func(tx pgx.Tx) error {
 		var snap pm.Snapshot
 		err := tx.QueryRow(ctx, `SELECT revision, now() FROM project_revisions
 			WHERE tenant_id = $1 AND project_id = $2`, actor.Tenant, q.ProjectID).Scan(&snap.Revision, &snap.Time)
@@ -568,39 +569,31 @@ func (s *Store) StreamWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkIt
 		if _, err := requireRole(ctx, tx, actor, q.ProjectID, pm.RoleViewer); err != nil {
 			return err
 		}
-		var (
-			items   []pm.WorkItem
-			handed  bool // a page went to the caller: no retry from here on
-			failure = func(err error) error {
-				if handed {
-					return finalError{err}
-				}
-				return err
-			}
-		)
+		var items []pm.WorkItem
 		for query := first; ; query = next {
 			rows, err := tx.Query(ctx, query, args)
 			if err != nil {
-				return failure(fmt.Errorf("read work items: %w", err))
+				return fmt.Errorf("read work items: %w", err)
 			}
 			items, err = appendItems(items[:0], rows)
 			if err != nil {
-				return failure(fmt.Errorf("read work items: %w", err))
+				return fmt.Errorf("read work items: %w", err)
 			}
 			if len(items) == 0 && handed {
 				return nil
 			}
-			if err := page(snap, items); err != nil {
-				return finalError{err}
-			}
 			handed = true
+			if err := page(snap, items); err != nil {
+				return err
+			}
 			if len(items) == 0 {
 				return nil
 			}
 			last := &items[len(items)-1]
 			args["after_position"], args["after_id"] = last.Position, last.ID
 		}
-	})
+	}
+	return s.runWhile(ctx, op, actor.Tenant, snapshot, read, func() bool { return !handed })
 }
 
 // itemRowOverhead approximates the bytes of a row's columns besides its text
