@@ -35,7 +35,9 @@ func readyz(t *testing.T, n *nodetest.Node) (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(body))
 }
 
-// gatedStore holds every ListActivity call until release is closed.
+// gatedStore holds every ListActivity call until release is closed, even
+// past the end of its context (a store call slow to notice): the request,
+// and so the node's shutdown, stays under way meanwhile.
 type gatedStore struct {
 	node.Store
 	entered chan struct{} // receives once per call that waits
@@ -44,10 +46,7 @@ type gatedStore struct {
 
 func (s *gatedStore) ListActivity(ctx context.Context, actor pm.Actor, q pm.ActivityQuery) ([]pm.ActivityEntry, error) {
 	s.entered <- struct{}{}
-	select {
-	case <-s.release:
-	case <-ctx.Done():
-	}
+	<-s.release
 	return s.Store.ListActivity(ctx, actor, q)
 }
 

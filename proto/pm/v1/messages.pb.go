@@ -1604,7 +1604,9 @@ func (x *DeleteWorkItemRequest) GetExpectedVersion() int64 {
 
 // GetWorkItemsRequest reads a project (view role): every live item, or, with
 // since_revision, every item changed after that revision (tombstones included),
-// or, with since_timestamp (unix ms), every item changed after that time.
+// or, with since_timestamp (unix ms), every item changed after that time. It is
+// answered by one or more WorkItemsList frames (see WorkItemsList.complete), or
+// by an Error, which may also follow some WorkItemsList frames.
 type GetWorkItemsRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ProjectId      string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
@@ -1665,14 +1667,24 @@ func (x *GetWorkItemsRequest) GetSinceRevision() int64 {
 	return 0
 }
 
-// WorkItemsList answers GetWorkItemsRequest. as_of_revision is the project's
-// revision in the snapshot that was read: apply events after it.
+// WorkItemsList answers GetWorkItemsRequest in one or more frames (chunks),
+// each carrying the request's message_id and at most 256 KiB encoded. All
+// chunks of one answer come from one snapshot: they carry the same
+// as_of_revision, as_of_timestamp and project_id, and their work_items, in
+// order, are the whole result, ordered by position then id. as_of_revision is
+// the project's revision in that snapshot: apply events after it.
 type WorkItemsList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WorkItems     []*WorkItem            `protobuf:"bytes,1,rep,name=work_items,json=workItems,proto3" json:"work_items,omitempty"`
 	AsOfTimestamp int64                  `protobuf:"varint,2,opt,name=as_of_timestamp,json=asOfTimestamp,proto3" json:"as_of_timestamp,omitempty"`
 	AsOfRevision  int64                  `protobuf:"varint,3,opt,name=as_of_revision,json=asOfRevision,proto3" json:"as_of_revision,omitempty"`
 	ProjectId     string                 `protobuf:"bytes,4,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// Set on the last chunk of the answer, and only there; an empty result is
+	// one chunk with complete set. A client reads chunks until complete. Chunks
+	// followed by an Error with the same message_id, or cut off by the loss of
+	// the connection, are not an answer: discard them and send the request
+	// again.
+	Complete      bool `protobuf:"varint,5,opt,name=complete,proto3" json:"complete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1733,6 +1745,13 @@ func (x *WorkItemsList) GetProjectId() string {
 		return x.ProjectId
 	}
 	return ""
+}
+
+func (x *WorkItemsList) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
 }
 
 // WorkItemCreated answers a create, and is the event subscribers receive.
@@ -2716,14 +2735,15 @@ const file_pm_v1_messages_proto_rawDesc = "" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12'\n" +
 	"\x0fsince_timestamp\x18\x02 \x01(\x03R\x0esinceTimestamp\x12%\n" +
-	"\x0esince_revision\x18\x03 \x01(\x03R\rsinceRevision\"\xac\x01\n" +
+	"\x0esince_revision\x18\x03 \x01(\x03R\rsinceRevision\"\xc8\x01\n" +
 	"\rWorkItemsList\x12.\n" +
 	"\n" +
 	"work_items\x18\x01 \x03(\v2\x0f.pm.v1.WorkItemR\tworkItems\x12&\n" +
 	"\x0fas_of_timestamp\x18\x02 \x01(\x03R\rasOfTimestamp\x12$\n" +
 	"\x0eas_of_revision\x18\x03 \x01(\x03R\fasOfRevision\x12\x1d\n" +
 	"\n" +
-	"project_id\x18\x04 \x01(\tR\tprojectId\"?\n" +
+	"project_id\x18\x04 \x01(\tR\tprojectId\x12\x1a\n" +
+	"\bcomplete\x18\x05 \x01(\bR\bcomplete\"?\n" +
 	"\x0fWorkItemCreated\x12,\n" +
 	"\twork_item\x18\x01 \x01(\v2\x0f.pm.v1.WorkItemR\bworkItem\"m\n" +
 	"\x0fWorkItemUpdated\x12,\n" +
