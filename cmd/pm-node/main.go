@@ -58,6 +58,7 @@ type config struct {
 	DBAcquireTimeout time.Duration
 	DBStatementTime  time.Duration
 	DBMaxConns       int
+	DBMaxLoads       int
 	RequestTimeout   time.Duration
 	MaxFrameBytes    int
 	SendQueueBytes   int
@@ -135,6 +136,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	duration(&c.DBAcquireTimeout, "db-acquire-timeout", "PM_DB_ACQUIRE_TIMEOUT", 2*time.Second, "longest wait for a database connection")
 	duration(&c.DBStatementTime, "db-statement-timeout", "PM_DB_STATEMENT_TIMEOUT", 5*time.Second, "longest a statement may run")
 	integer(&c.DBMaxConns, "db-max-conns", "PM_DB_MAX_CONNS", 0, "database pool size (0: pgx default)")
+	integer(&c.DBMaxLoads, "db-max-loads", "PM_DB_MAX_LOADS", 0, "project loads streaming at once, each holding a database connection (0: half the pool)")
 	duration(&c.RequestTimeout, "request-timeout", "PM_REQUEST_TIMEOUT", 10*time.Second, "longest one request may take")
 	integer(&c.MaxFrameBytes, "max-frame-bytes", "PM_MAX_FRAME_BYTES", 256<<10, "largest frame a client may send (larger: close 1009)")
 	integer(&c.SendQueueBytes, "send-queue-bytes", "PM_SEND_QUEUE_BYTES", 4<<20, "bytes queued for one client before it is dropped as a slow consumer (close 4000)")
@@ -249,12 +251,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 	store, err := repo.Open(ctx, repo.Config{
-		DatabaseURL:      cfg.DatabaseURL,
-		AcquireTimeout:   cfg.DBAcquireTimeout,
-		StatementTimeout: cfg.DBStatementTime,
-		MaxConns:         int32(cfg.DBMaxConns),
-		AllowRLSBypass:   cfg.AllowRLSBypass,
-		Logger:           log,
+		DatabaseURL:        cfg.DatabaseURL,
+		AcquireTimeout:     cfg.DBAcquireTimeout,
+		StatementTimeout:   cfg.DBStatementTime,
+		MaxConns:           int32(cfg.DBMaxConns),
+		MaxConcurrentLoads: cfg.DBMaxLoads,
+		AllowRLSBypass:     cfg.AllowRLSBypass,
+		Logger:             log,
 	})
 	if errors.Is(err, repo.ErrRLSBypass) {
 		return fmt.Errorf("%w (PM_ALLOW_RLS_BYPASS=true, or -allow-rls-bypass, starts anyway: development only)", err)
