@@ -248,6 +248,20 @@ func (c *Client) members(ctx context.Context, m *pmv1.WebSocketMessage) (*pmv1.P
 	return list, nil
 }
 
+// ListProjects lists the projects the user is a member of, by title, each
+// with the user's role, its revision and its live items counted by status.
+func (c *Client) ListProjects(ctx context.Context) ([]*pmv1.ProjectSummary, error) {
+	resp, err := c.Do(ctx, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ListProjectsRequest{ListProjectsRequest: &pmv1.ListProjectsRequest{}}})
+	if err != nil {
+		return nil, err
+	}
+	list := resp.GetProjectsList()
+	if list == nil {
+		return nil, unexpected("ProjectsList", resp)
+	}
+	return list.GetProjects(), nil
+}
+
 // GetActivity reads one page of a project's (or an item's) history, newest
 // first.
 func (c *Client) GetActivity(ctx context.Context, r *pmv1.GetActivityRequest) (*pmv1.ActivityList, error) {

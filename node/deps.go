@@ -45,10 +45,18 @@ type Store interface {
 	// RemoveMember removes a member (admin role) and returns it as it was;
 	// removing the last admin fails.
 	RemoveMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID) (pm.Member, error)
-	// ListMembers lists a project's members by user id (viewer role).
+	// ListMembers lists a project's members by user id, with their
+	// profiles (viewer role).
 	ListMembers(ctx context.Context, actor pm.Actor, project uuid.UUID) ([]pm.Member, error)
 	// ListActivity reads a page of history, newest first (viewer role).
 	ListActivity(ctx context.Context, actor pm.Actor, q pm.ActivityQuery) ([]pm.ActivityEntry, error)
+	// ListProjects lists every live project the actor is a member of, by
+	// title then id, with the actor's role, the project's revision and its
+	// live items counted by status.
+	ListProjects(ctx context.Context, actor pm.Actor) ([]pm.ProjectSummary, error)
+	// RecordProfile stores the actor's name and email in the tenant: each
+	// non-empty field replaces the stored one. Unchanged, it writes nothing.
+	RecordProfile(ctx context.Context, actor pm.Actor, p pm.Profile) error
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 }

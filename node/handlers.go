@@ -38,6 +38,8 @@ func operation(m *pmv1.WebSocketMessage) string {
 		return "list_project_members"
 	case *pmv1.WebSocketMessage_GetActivityRequest:
 		return "get_activity"
+	case *pmv1.WebSocketMessage_ListProjectsRequest:
+		return "list_projects"
 	}
 	return ""
 }
@@ -268,6 +270,8 @@ func (c *session) dispatch(ctx context.Context, req *pmv1.WebSocketMessage) (*pm
 		return c.listMembers(ctx, p.ListProjectMembersRequest)
 	case *pmv1.WebSocketMessage_GetActivityRequest:
 		return c.getActivity(ctx, p.GetActivityRequest)
+	case *pmv1.WebSocketMessage_ListProjectsRequest:
+		return c.listProjects(ctx)
 	}
 	// checkEnvelope lets only requests through.
 	return nil, nil, fmt.Errorf("dispatch: unexpected payload %T", req.Payload)
@@ -531,6 +535,14 @@ func membersPayload(project uuid.UUID, members []pm.Member) *pmv1.WebSocketMessa
 	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ProjectMembersList{
 		ProjectMembersList: wireMembers(project, members),
 	}}
+}
+
+func (c *session) listProjects(ctx context.Context) (*pmv1.WebSocketMessage, *event, error) {
+	projects, err := c.srv.cfg.Store.ListProjects(ctx, c.actor)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ProjectsList{ProjectsList: wireProjects(projects)}}, nil, nil
 }
 
 func (c *session) getActivity(ctx context.Context, r *pmv1.GetActivityRequest) (*pmv1.WebSocketMessage, *event, error) {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,8 +37,8 @@ func readyz(t *testing.T, n *nodetest.Node) (int, string) {
 }
 
 // gatedStore holds every ListActivity call until release is closed, even
-// past the end of its context (a store call slow to notice): the request,
-// and so the node's shutdown, stays under way meanwhile.
+// past the end of its request's context, as a database call that is slow to
+// honour a cancel does.
 type gatedStore struct {
 	node.Store
 	entered chan struct{} // receives once per call that waits
@@ -54,10 +55,13 @@ func (s *gatedStore) ListActivity(ctx context.Context, actor pm.Actor, q pm.Acti
 // its connections are still finishing; it never becomes ready again.
 func TestReadinessWhileDraining(t *testing.T) {
 	gate := &gatedStore{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(gate.release) }) }
 	c := nodetest.Start(t, nodetest.Options{Configure: func(cfg *node.Config) {
 		gate.Store = cfg.Store
 		cfg.Store = gate
 	}})
+	t.Cleanup(release) // before the node stops, should the test end early
 	n := c.Nodes[0]
 	if status, body := readyz(t, n); status != http.StatusOK {
 		t.Fatalf("before shutdown: %d %q", status, body)
@@ -89,7 +93,7 @@ func TestReadinessWhileDraining(t *testing.T) {
 		t.Fatalf("while draining: %d %q, want 503 draining", status, body)
 	}
 
-	close(gate.release)
+	release()
 	if err := <-shutdown; err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}

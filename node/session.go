@@ -32,6 +32,7 @@ type session struct {
 	id      string // unique in the cluster: process instance / sequence
 	actor   pm.Actor
 	expires time.Time
+	profile pm.Profile // from the token; the worker records it
 	limiter *rate.Limiter
 	refused int // frames refused by limiter in a row; the reader's own
 	conn    *gws.Conn
@@ -71,6 +72,7 @@ func (s *Server) newSession(id Identity) *session {
 		id:      s.instance + "/" + strconv.FormatUint(s.seq.Add(1), 10),
 		actor:   id.Actor,
 		expires: id.Expires,
+		profile: id.Profile,
 		inbox:   make(chan *pmv1.WebSocketMessage, inboxSize),
 		recheck: make(chan uuid.UUID, inboxSize),
 		done:    make(chan struct{}),
@@ -251,12 +253,13 @@ func (c *session) refreshDeadline() {
 	_ = c.conn.SetReadDeadline(c.srv.cfg.Now().Add(2 * c.srv.cfg.PingInterval))
 }
 
-// work runs requests in arrival order until the reader stops, and closes
-// the connection when its token expires.
+// work records the user's profile, then runs requests in arrival order
+// until the reader stops, and closes the connection when its token expires.
 func (c *session) work() {
 	defer c.wg.Done()
 	expiry := time.NewTimer(max(c.expires.Sub(c.srv.cfg.Now()), 0))
 	defer expiry.Stop()
+	c.recordProfile()
 	for {
 		select {
 		case req := <-c.inbox:
@@ -268,6 +271,22 @@ func (c *session) work() {
 		case <-c.done:
 			return
 		}
+	}
+}
+
+// recordProfile stores the name and email of the connection's token, off
+// the upgrade's path but before the connection's first request, so that the
+// user's own requests already see them. The store writes only what changed.
+// A failure costs the profile only: it is logged, and the connection serves.
+func (c *session) recordProfile() {
+	if c.profile.Empty() {
+		return
+	}
+	ctx, cancel := c.requestContext()
+	defer cancel()
+	if err := c.srv.cfg.Store.RecordProfile(ctx, c.actor, c.profile); err != nil && c.ctx.Err() == nil {
+		c.srv.log.Warn("could not record the user's name and email", "conn", c.id,
+			"tenant", c.actor.Tenant, "user", c.actor.User, "err", err)
 	}
 }
 

@@ -18,17 +18,18 @@ const itemColumns = `id, project_id, parent_id, item_type, title, description, s
 	assignee_id, position, story_points, version, revision, created_at, updated_at, deleted_at,
 	created_by, updated_by`
 
-// scanItem reads a row of itemColumns.
-func scanItem(row pgx.Row) (pm.WorkItem, error) {
+// scanItem reads a row of itemColumns, and then into extra the columns that
+// follow them.
+func scanItem(row pgx.Row, extra ...any) (pm.WorkItem, error) {
 	var (
 		w                          pm.WorkItem
 		parent, assignee           *uuid.UUID
 		itemType, status, priority string
 		deletedAt                  *time.Time
 	)
-	err := row.Scan(&w.ID, &w.ProjectID, &parent, &itemType, &w.Title, &w.Description, &status, &priority,
+	err := row.Scan(append([]any{&w.ID, &w.ProjectID, &parent, &itemType, &w.Title, &w.Description, &status, &priority,
 		&assignee, &w.Position, &w.StoryPoints, &w.Version, &w.Revision, &w.CreatedAt, &w.UpdatedAt, &deletedAt,
-		&w.CreatedBy, &w.UpdatedBy)
+		&w.CreatedBy, &w.UpdatedBy}, extra...)...)
 	if err != nil {
 		return pm.WorkItem{}, err
 	}

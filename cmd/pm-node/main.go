@@ -1,6 +1,6 @@
 // Command pm-node is the pm server: a stateless WebSocket node that serves
-// clients at /ws, stores work items in Postgres and fans events out to the
-// other nodes through Redis. Every setting is a flag with a matching PM_*
+// clients at /ws and the browser board at /, stores work items in Postgres
+// and fans events out to the other nodes through Redis. Every setting is a flag with a matching PM_*
 // environment variable; run with no arguments it serves with the defaults.
 package main
 
@@ -27,6 +27,7 @@ import (
 	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/pubsub"
 	"github.com/pmhq/pm/repo"
+	"github.com/pmhq/pm/web"
 )
 
 func main() {
@@ -127,7 +128,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	str(&c.JWTAudience, "jwt-audience", "PM_JWT_AUDIENCE", "", "required aud claim, if set")
 	str(&c.JWTIssuer, "jwt-issuer", "PM_JWT_ISSUER", "", "required iss claim, if set")
 	duration(&c.JWTMaxLifetime, "jwt-max-lifetime", "PM_JWT_MAX_LIFETIME", 24*time.Hour, "longest a token may be valid (exp - iat); negative: no cap")
-	str(&c.ListenAddr, "listen-addr", "PM_LISTEN_ADDR", ":8080", "client address (GET /ws)")
+	str(&c.ListenAddr, "listen-addr", "PM_LISTEN_ADDR", ":8080", "client address (GET /ws, the board at /)")
 	str(&c.AdminAddr, "admin-addr", "PM_ADMIN_ADDR", ":9090", "admin address (/metrics, /healthz, /readyz)")
 	boolean(&c.Migrate, "migrate", "PM_MIGRATE", true, "apply pending migrations at start (safe with several nodes)")
 	str(&c.NodeID, "node-id", "PM_NODE_ID", "", "name of this node in logs (default: host name)")
@@ -331,6 +332,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Idempotency:    ledger,
 		Auth:           auth,
 		AllowedOrigins: origins,
+		Assets:         web.Dist,
 		MaxFrameBytes:  cfg.MaxFrameBytes,
 		SendQueueBytes: cfg.SendQueueBytes,
 		RequestTimeout: cfg.RequestTimeout,

@@ -122,6 +122,23 @@ func TestToken(t *testing.T) {
 	if code, _, _ := pmctl(ctx, nil, "token", "--secret", "s", "--tenant", "a:b", "--user", user.String()); code != 1 {
 		t.Errorf("bad tenant: exit %d, want 1", code)
 	}
+
+	// -name and -email: the claims the node shows as the user's name and email.
+	code, stdout, stderr = pmctl(ctx, map[string]string{"PM_JWT_SECRET": "s3cret"},
+		"token", "--tenant", tenant, "--user", user.String(), "-name", "Alice Adams", "-email", "alice@demo.test")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	profile := jwt.MapClaims{}
+	if _, err := jwt.ParseWithClaims(strings.TrimSpace(stdout), profile, func(*jwt.Token) (any, error) { return []byte("s3cret"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if profile["name"] != "Alice Adams" || profile["email"] != "alice@demo.test" {
+		t.Errorf("claims %v, want name and email", profile)
+	}
+	if code, _, stderr := pmctl(ctx, nil, "token", "--secret", "s", "--tenant", tenant, "--user", user.String(), "-email", "nope"); code != 1 {
+		t.Errorf("bad email: exit %d, want 1 (%s)", code, stderr)
+	}
 }
 
 func TestTail(t *testing.T) {

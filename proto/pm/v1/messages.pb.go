@@ -338,6 +338,7 @@ type WebSocketMessage struct {
 	//	*WebSocketMessage_RemoveProjectMemberRequest
 	//	*WebSocketMessage_ListProjectMembersRequest
 	//	*WebSocketMessage_GetActivityRequest
+	//	*WebSocketMessage_ListProjectsRequest
 	//	*WebSocketMessage_WorkItemCreated
 	//	*WebSocketMessage_WorkItemUpdated
 	//	*WebSocketMessage_WorkItemDeleted
@@ -345,6 +346,7 @@ type WebSocketMessage struct {
 	//	*WebSocketMessage_ProjectMembersList
 	//	*WebSocketMessage_ActivityList
 	//	*WebSocketMessage_ProjectMemberChanged
+	//	*WebSocketMessage_ProjectsList
 	//	*WebSocketMessage_Error
 	Payload       isWebSocketMessage_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
@@ -528,6 +530,15 @@ func (x *WebSocketMessage) GetGetActivityRequest() *GetActivityRequest {
 	return nil
 }
 
+func (x *WebSocketMessage) GetListProjectsRequest() *ListProjectsRequest {
+	if x != nil {
+		if x, ok := x.Payload.(*WebSocketMessage_ListProjectsRequest); ok {
+			return x.ListProjectsRequest
+		}
+	}
+	return nil
+}
+
 func (x *WebSocketMessage) GetWorkItemCreated() *WorkItemCreated {
 	if x != nil {
 		if x, ok := x.Payload.(*WebSocketMessage_WorkItemCreated); ok {
@@ -586,6 +597,15 @@ func (x *WebSocketMessage) GetProjectMemberChanged() *ProjectMemberChanged {
 	if x != nil {
 		if x, ok := x.Payload.(*WebSocketMessage_ProjectMemberChanged); ok {
 			return x.ProjectMemberChanged
+		}
+	}
+	return nil
+}
+
+func (x *WebSocketMessage) GetProjectsList() *ProjectsList {
+	if x != nil {
+		if x, ok := x.Payload.(*WebSocketMessage_ProjectsList); ok {
+			return x.ProjectsList
 		}
 	}
 	return nil
@@ -660,6 +680,10 @@ type WebSocketMessage_GetActivityRequest struct {
 	GetActivityRequest *GetActivityRequest `protobuf:"bytes,37,opt,name=get_activity_request,json=getActivityRequest,proto3,oneof"`
 }
 
+type WebSocketMessage_ListProjectsRequest struct {
+	ListProjectsRequest *ListProjectsRequest `protobuf:"bytes,38,opt,name=list_projects_request,json=listProjectsRequest,proto3,oneof"`
+}
+
 type WebSocketMessage_WorkItemCreated struct {
 	WorkItemCreated *WorkItemCreated `protobuf:"bytes,40,opt,name=work_item_created,json=workItemCreated,proto3,oneof"`
 }
@@ -686,6 +710,10 @@ type WebSocketMessage_ActivityList struct {
 
 type WebSocketMessage_ProjectMemberChanged struct {
 	ProjectMemberChanged *ProjectMemberChanged `protobuf:"bytes,46,opt,name=project_member_changed,json=projectMemberChanged,proto3,oneof"`
+}
+
+type WebSocketMessage_ProjectsList struct {
+	ProjectsList *ProjectsList `protobuf:"bytes,47,opt,name=projects_list,json=projectsList,proto3,oneof"`
 }
 
 type WebSocketMessage_Error struct {
@@ -720,6 +748,8 @@ func (*WebSocketMessage_ListProjectMembersRequest) isWebSocketMessage_Payload() 
 
 func (*WebSocketMessage_GetActivityRequest) isWebSocketMessage_Payload() {}
 
+func (*WebSocketMessage_ListProjectsRequest) isWebSocketMessage_Payload() {}
+
 func (*WebSocketMessage_WorkItemCreated) isWebSocketMessage_Payload() {}
 
 func (*WebSocketMessage_WorkItemUpdated) isWebSocketMessage_Payload() {}
@@ -733,6 +763,8 @@ func (*WebSocketMessage_ProjectMembersList) isWebSocketMessage_Payload() {}
 func (*WebSocketMessage_ActivityList) isWebSocketMessage_Payload() {}
 
 func (*WebSocketMessage_ProjectMemberChanged) isWebSocketMessage_Payload() {}
+
+func (*WebSocketMessage_ProjectsList) isWebSocketMessage_Payload() {}
 
 func (*WebSocketMessage_Error) isWebSocketMessage_Payload() {}
 
@@ -2092,7 +2124,10 @@ func (x *ListProjectMembersRequest) GetProjectId() string {
 	return ""
 }
 
-// ProjectMember is one user's role in a project.
+// ProjectMember is one user's role in a project. display_name and email are
+// the user's name and email claims, each from the newest token that carried
+// it (fit to show) when the user connected to this tenant; empty while no
+// such token has connected.
 type ProjectMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
@@ -2100,6 +2135,8 @@ type ProjectMember struct {
 	Role          ProjectRole            `protobuf:"varint,3,opt,name=role,proto3,enum=pm.v1.ProjectRole" json:"role,omitempty"`
 	AddedAt       int64                  `protobuf:"varint,4,opt,name=added_at,json=addedAt,proto3" json:"added_at,omitempty"`
 	AddedBy       string                 `protobuf:"bytes,5,opt,name=added_by,json=addedBy,proto3" json:"added_by,omitempty"`
+	DisplayName   string                 `protobuf:"bytes,6,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	Email         string                 `protobuf:"bytes,7,opt,name=email,proto3" json:"email,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2165,6 +2202,20 @@ func (x *ProjectMember) GetAddedAt() int64 {
 func (x *ProjectMember) GetAddedBy() string {
 	if x != nil {
 		return x.AddedBy
+	}
+	return ""
+}
+
+func (x *ProjectMember) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *ProjectMember) GetEmail() string {
+	if x != nil {
+		return x.Email
 	}
 	return ""
 }
@@ -2277,6 +2328,217 @@ func (x *ProjectMemberChanged) GetRemoved() bool {
 	return false
 }
 
+// ListProjectsRequest lists every project the caller is a member of.
+// Answered by ProjectsList.
+type ListProjectsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProjectsRequest) Reset() {
+	*x = ListProjectsRequest{}
+	mi := &file_pm_v1_messages_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProjectsRequest) ProtoMessage() {}
+
+func (x *ListProjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pm_v1_messages_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProjectsRequest.ProtoReflect.Descriptor instead.
+func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{23}
+}
+
+// ProjectsList is the caller's projects (deleted ones left out), ordered by
+// title then id.
+type ProjectsList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Projects      []*ProjectSummary      `protobuf:"bytes,1,rep,name=projects,proto3" json:"projects,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectsList) Reset() {
+	*x = ProjectsList{}
+	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectsList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectsList) ProtoMessage() {}
+
+func (x *ProjectsList) ProtoReflect() protoreflect.Message {
+	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectsList.ProtoReflect.Descriptor instead.
+func (*ProjectsList) Descriptor() ([]byte, []int) {
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ProjectsList) GetProjects() []*ProjectSummary {
+	if x != nil {
+		return x.Projects
+	}
+	return nil
+}
+
+// ProjectSummary is one project on the caller's dashboard.
+type ProjectSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project's own work item.
+	Project *WorkItem `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// The caller's role in the project.
+	Role ProjectRole `protobuf:"varint,2,opt,name=role,proto3,enum=pm.v1.ProjectRole" json:"role,omitempty"`
+	// Live items of the project (the project item itself not counted), by
+	// status; statuses without items are left out.
+	Counts []*StatusCount `protobuf:"bytes,3,rep,name=counts,proto3" json:"counts,omitempty"`
+	// The project's revision now: the newest change's.
+	Revision      int64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProjectSummary) Reset() {
+	*x = ProjectSummary{}
+	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProjectSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProjectSummary) ProtoMessage() {}
+
+func (x *ProjectSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProjectSummary.ProtoReflect.Descriptor instead.
+func (*ProjectSummary) Descriptor() ([]byte, []int) {
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ProjectSummary) GetProject() *WorkItem {
+	if x != nil {
+		return x.Project
+	}
+	return nil
+}
+
+func (x *ProjectSummary) GetRole() ProjectRole {
+	if x != nil {
+		return x.Role
+	}
+	return ProjectRole_PROJECT_ROLE_UNSPECIFIED
+}
+
+func (x *ProjectSummary) GetCounts() []*StatusCount {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *ProjectSummary) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// StatusCount is how many live items have a status.
+type StatusCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        WorkItemStatus         `protobuf:"varint,1,opt,name=status,proto3,enum=pm.v1.WorkItemStatus" json:"status,omitempty"`
+	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusCount) Reset() {
+	*x = StatusCount{}
+	mi := &file_pm_v1_messages_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusCount) ProtoMessage() {}
+
+func (x *StatusCount) ProtoReflect() protoreflect.Message {
+	mi := &file_pm_v1_messages_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusCount.ProtoReflect.Descriptor instead.
+func (*StatusCount) Descriptor() ([]byte, []int) {
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *StatusCount) GetStatus() WorkItemStatus {
+	if x != nil {
+		return x.Status
+	}
+	return WorkItemStatus_WORK_ITEM_STATUS_UNSPECIFIED
+}
+
+func (x *StatusCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // GetActivityRequest reads a project's history, or one item's, newest first
 // (view role).
 type GetActivityRequest struct {
@@ -2293,7 +2555,7 @@ type GetActivityRequest struct {
 
 func (x *GetActivityRequest) Reset() {
 	*x = GetActivityRequest{}
-	mi := &file_pm_v1_messages_proto_msgTypes[23]
+	mi := &file_pm_v1_messages_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2567,7 @@ func (x *GetActivityRequest) String() string {
 func (*GetActivityRequest) ProtoMessage() {}
 
 func (x *GetActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[23]
+	mi := &file_pm_v1_messages_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2580,7 @@ func (x *GetActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetActivityRequest.ProtoReflect.Descriptor instead.
 func (*GetActivityRequest) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{23}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetActivityRequest) GetProjectId() string {
@@ -2369,7 +2631,7 @@ type ActivityEntry struct {
 
 func (x *ActivityEntry) Reset() {
 	*x = ActivityEntry{}
-	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	mi := &file_pm_v1_messages_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2643,7 @@ func (x *ActivityEntry) String() string {
 func (*ActivityEntry) ProtoMessage() {}
 
 func (x *ActivityEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	mi := &file_pm_v1_messages_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2656,7 @@ func (x *ActivityEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivityEntry.ProtoReflect.Descriptor instead.
 func (*ActivityEntry) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{24}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ActivityEntry) GetId() int64 {
@@ -2472,7 +2734,7 @@ type ActivityList struct {
 
 func (x *ActivityList) Reset() {
 	*x = ActivityList{}
-	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	mi := &file_pm_v1_messages_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2484,7 +2746,7 @@ func (x *ActivityList) String() string {
 func (*ActivityList) ProtoMessage() {}
 
 func (x *ActivityList) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	mi := &file_pm_v1_messages_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2497,7 +2759,7 @@ func (x *ActivityList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivityList.ProtoReflect.Descriptor instead.
 func (*ActivityList) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{25}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ActivityList) GetEntries() []*ActivityEntry {
@@ -2533,7 +2795,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_pm_v1_messages_proto_msgTypes[26]
+	mi := &file_pm_v1_messages_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2807,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[26]
+	mi := &file_pm_v1_messages_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2820,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{26}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Error) GetCode() string {
@@ -2600,7 +2862,7 @@ var File_pm_v1_messages_proto protoreflect.FileDescriptor
 
 const file_pm_v1_messages_proto_rawDesc = "" +
 	"\n" +
-	"\x14pm/v1/messages.proto\x12\x05pm.v1\"\xc6\r\n" +
+	"\x14pm/v1/messages.proto\x12\x05pm.v1\"\xd4\x0e\n" +
 	"\x10WebSocketMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1c\n" +
@@ -2619,14 +2881,16 @@ const file_pm_v1_messages_proto_rawDesc = "" +
 	"\x1aadd_project_member_request\x18\" \x01(\v2\x1e.pm.v1.AddProjectMemberRequestH\x00R\x17addProjectMemberRequest\x12f\n" +
 	"\x1dremove_project_member_request\x18# \x01(\v2!.pm.v1.RemoveProjectMemberRequestH\x00R\x1aremoveProjectMemberRequest\x12c\n" +
 	"\x1clist_project_members_request\x18$ \x01(\v2 .pm.v1.ListProjectMembersRequestH\x00R\x19listProjectMembersRequest\x12M\n" +
-	"\x14get_activity_request\x18% \x01(\v2\x19.pm.v1.GetActivityRequestH\x00R\x12getActivityRequest\x12D\n" +
+	"\x14get_activity_request\x18% \x01(\v2\x19.pm.v1.GetActivityRequestH\x00R\x12getActivityRequest\x12P\n" +
+	"\x15list_projects_request\x18& \x01(\v2\x1a.pm.v1.ListProjectsRequestH\x00R\x13listProjectsRequest\x12D\n" +
 	"\x11work_item_created\x18( \x01(\v2\x16.pm.v1.WorkItemCreatedH\x00R\x0fworkItemCreated\x12D\n" +
 	"\x11work_item_updated\x18) \x01(\v2\x16.pm.v1.WorkItemUpdatedH\x00R\x0fworkItemUpdated\x12D\n" +
 	"\x11work_item_deleted\x18* \x01(\v2\x16.pm.v1.WorkItemDeletedH\x00R\x0fworkItemDeleted\x12>\n" +
 	"\x0fwork_items_list\x18+ \x01(\v2\x14.pm.v1.WorkItemsListH\x00R\rworkItemsList\x12M\n" +
 	"\x14project_members_list\x18, \x01(\v2\x19.pm.v1.ProjectMembersListH\x00R\x12projectMembersList\x12:\n" +
 	"\ractivity_list\x18- \x01(\v2\x13.pm.v1.ActivityListH\x00R\factivityList\x12S\n" +
-	"\x16project_member_changed\x18. \x01(\v2\x1b.pm.v1.ProjectMemberChangedH\x00R\x14projectMemberChanged\x12$\n" +
+	"\x16project_member_changed\x18. \x01(\v2\x1b.pm.v1.ProjectMemberChangedH\x00R\x14projectMemberChanged\x12:\n" +
+	"\rprojects_list\x18/ \x01(\v2\x13.pm.v1.ProjectsListH\x00R\fprojectsList\x12$\n" +
 	"\x05error\x182 \x01(\v2\f.pm.v1.ErrorH\x00R\x05errorB\t\n" +
 	"\apayload\"\xeb\x04\n" +
 	"\bWorkItem\x12\x0e\n" +
@@ -2768,21 +3032,34 @@ const file_pm_v1_messages_proto_rawDesc = "" +
 	"\x04role\x18\x03 \x01(\x0e2\x12.pm.v1.ProjectRoleR\x04role\":\n" +
 	"\x19ListProjectMembersRequest\x12\x1d\n" +
 	"\n" +
-	"project_id\x18\x01 \x01(\tR\tprojectId\"\xa5\x01\n" +
+	"project_id\x18\x01 \x01(\tR\tprojectId\"\xde\x01\n" +
 	"\rProjectMember\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12&\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x12.pm.v1.ProjectRoleR\x04role\x12\x19\n" +
 	"\badded_at\x18\x04 \x01(\x03R\aaddedAt\x12\x19\n" +
-	"\badded_by\x18\x05 \x01(\tR\aaddedBy\"c\n" +
+	"\badded_by\x18\x05 \x01(\tR\aaddedBy\x12!\n" +
+	"\fdisplay_name\x18\x06 \x01(\tR\vdisplayName\x12\x14\n" +
+	"\x05email\x18\a \x01(\tR\x05email\"c\n" +
 	"\x12ProjectMembersList\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12.\n" +
 	"\amembers\x18\x02 \x03(\v2\x14.pm.v1.ProjectMemberR\amembers\"^\n" +
 	"\x14ProjectMemberChanged\x12,\n" +
 	"\x06member\x18\x01 \x01(\v2\x14.pm.v1.ProjectMemberR\x06member\x12\x18\n" +
-	"\aremoved\x18\x02 \x01(\bR\aremoved\"\x8a\x01\n" +
+	"\aremoved\x18\x02 \x01(\bR\aremoved\"\x15\n" +
+	"\x13ListProjectsRequest\"A\n" +
+	"\fProjectsList\x121\n" +
+	"\bprojects\x18\x01 \x03(\v2\x15.pm.v1.ProjectSummaryR\bprojects\"\xab\x01\n" +
+	"\x0eProjectSummary\x12)\n" +
+	"\aproject\x18\x01 \x01(\v2\x0f.pm.v1.WorkItemR\aproject\x12&\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x12.pm.v1.ProjectRoleR\x04role\x12*\n" +
+	"\x06counts\x18\x03 \x03(\v2\x12.pm.v1.StatusCountR\x06counts\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\"R\n" +
+	"\vStatusCount\x12-\n" +
+	"\x06status\x18\x01 \x01(\x0e2\x15.pm.v1.WorkItemStatusR\x06status\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\x8a\x01\n" +
 	"\x12GetActivityRequest\x12\x1d\n" +
 	"\n" +
 	"project_id\x18\x01 \x01(\tR\tprojectId\x12 \n" +
@@ -2859,7 +3136,7 @@ func file_pm_v1_messages_proto_rawDescGZIP() []byte {
 }
 
 var file_pm_v1_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pm_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_pm_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_pm_v1_messages_proto_goTypes = []any{
 	(WorkItemType)(0),                  // 0: pm.v1.WorkItemType
 	(WorkItemStatus)(0),                // 1: pm.v1.WorkItemStatus
@@ -2889,11 +3166,15 @@ var file_pm_v1_messages_proto_goTypes = []any{
 	(*ProjectMember)(nil),              // 25: pm.v1.ProjectMember
 	(*ProjectMembersList)(nil),         // 26: pm.v1.ProjectMembersList
 	(*ProjectMemberChanged)(nil),       // 27: pm.v1.ProjectMemberChanged
-	(*GetActivityRequest)(nil),         // 28: pm.v1.GetActivityRequest
-	(*ActivityEntry)(nil),              // 29: pm.v1.ActivityEntry
-	(*ActivityList)(nil),               // 30: pm.v1.ActivityList
-	(*Error)(nil),                      // 31: pm.v1.Error
-	nil,                                // 32: pm.v1.SubscribeAck.RevisionsEntry
+	(*ListProjectsRequest)(nil),        // 28: pm.v1.ListProjectsRequest
+	(*ProjectsList)(nil),               // 29: pm.v1.ProjectsList
+	(*ProjectSummary)(nil),             // 30: pm.v1.ProjectSummary
+	(*StatusCount)(nil),                // 31: pm.v1.StatusCount
+	(*GetActivityRequest)(nil),         // 32: pm.v1.GetActivityRequest
+	(*ActivityEntry)(nil),              // 33: pm.v1.ActivityEntry
+	(*ActivityList)(nil),               // 34: pm.v1.ActivityList
+	(*Error)(nil),                      // 35: pm.v1.Error
+	nil,                                // 36: pm.v1.SubscribeAck.RevisionsEntry
 }
 var file_pm_v1_messages_proto_depIdxs = []int32{
 	8,  // 0: pm.v1.WebSocketMessage.subscribe:type_name -> pm.v1.Subscribe
@@ -2909,42 +3190,49 @@ var file_pm_v1_messages_proto_depIdxs = []int32{
 	22, // 10: pm.v1.WebSocketMessage.add_project_member_request:type_name -> pm.v1.AddProjectMemberRequest
 	23, // 11: pm.v1.WebSocketMessage.remove_project_member_request:type_name -> pm.v1.RemoveProjectMemberRequest
 	24, // 12: pm.v1.WebSocketMessage.list_project_members_request:type_name -> pm.v1.ListProjectMembersRequest
-	28, // 13: pm.v1.WebSocketMessage.get_activity_request:type_name -> pm.v1.GetActivityRequest
-	19, // 14: pm.v1.WebSocketMessage.work_item_created:type_name -> pm.v1.WorkItemCreated
-	20, // 15: pm.v1.WebSocketMessage.work_item_updated:type_name -> pm.v1.WorkItemUpdated
-	21, // 16: pm.v1.WebSocketMessage.work_item_deleted:type_name -> pm.v1.WorkItemDeleted
-	18, // 17: pm.v1.WebSocketMessage.work_items_list:type_name -> pm.v1.WorkItemsList
-	26, // 18: pm.v1.WebSocketMessage.project_members_list:type_name -> pm.v1.ProjectMembersList
-	30, // 19: pm.v1.WebSocketMessage.activity_list:type_name -> pm.v1.ActivityList
-	27, // 20: pm.v1.WebSocketMessage.project_member_changed:type_name -> pm.v1.ProjectMemberChanged
-	31, // 21: pm.v1.WebSocketMessage.error:type_name -> pm.v1.Error
-	0,  // 22: pm.v1.WorkItem.item_type:type_name -> pm.v1.WorkItemType
-	1,  // 23: pm.v1.WorkItem.status:type_name -> pm.v1.WorkItemStatus
-	2,  // 24: pm.v1.WorkItem.priority:type_name -> pm.v1.WorkItemPriority
-	32, // 25: pm.v1.SubscribeAck.revisions:type_name -> pm.v1.SubscribeAck.RevisionsEntry
-	0,  // 26: pm.v1.CreateWorkItemRequest.item_type:type_name -> pm.v1.WorkItemType
-	1,  // 27: pm.v1.CreateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
-	2,  // 28: pm.v1.CreateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
-	1,  // 29: pm.v1.UpdateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
-	2,  // 30: pm.v1.UpdateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
-	6,  // 31: pm.v1.WorkItemsList.work_items:type_name -> pm.v1.WorkItem
-	6,  // 32: pm.v1.WorkItemCreated.work_item:type_name -> pm.v1.WorkItem
-	6,  // 33: pm.v1.WorkItemUpdated.work_item:type_name -> pm.v1.WorkItem
-	7,  // 34: pm.v1.WorkItemUpdated.changes:type_name -> pm.v1.FieldChange
-	6,  // 35: pm.v1.WorkItemDeleted.work_item:type_name -> pm.v1.WorkItem
-	3,  // 36: pm.v1.AddProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
-	3,  // 37: pm.v1.RemoveProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
-	3,  // 38: pm.v1.ProjectMember.role:type_name -> pm.v1.ProjectRole
-	25, // 39: pm.v1.ProjectMembersList.members:type_name -> pm.v1.ProjectMember
-	25, // 40: pm.v1.ProjectMemberChanged.member:type_name -> pm.v1.ProjectMember
-	4,  // 41: pm.v1.ActivityEntry.action:type_name -> pm.v1.ActivityAction
-	7,  // 42: pm.v1.ActivityEntry.changes:type_name -> pm.v1.FieldChange
-	29, // 43: pm.v1.ActivityList.entries:type_name -> pm.v1.ActivityEntry
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	32, // 13: pm.v1.WebSocketMessage.get_activity_request:type_name -> pm.v1.GetActivityRequest
+	28, // 14: pm.v1.WebSocketMessage.list_projects_request:type_name -> pm.v1.ListProjectsRequest
+	19, // 15: pm.v1.WebSocketMessage.work_item_created:type_name -> pm.v1.WorkItemCreated
+	20, // 16: pm.v1.WebSocketMessage.work_item_updated:type_name -> pm.v1.WorkItemUpdated
+	21, // 17: pm.v1.WebSocketMessage.work_item_deleted:type_name -> pm.v1.WorkItemDeleted
+	18, // 18: pm.v1.WebSocketMessage.work_items_list:type_name -> pm.v1.WorkItemsList
+	26, // 19: pm.v1.WebSocketMessage.project_members_list:type_name -> pm.v1.ProjectMembersList
+	34, // 20: pm.v1.WebSocketMessage.activity_list:type_name -> pm.v1.ActivityList
+	27, // 21: pm.v1.WebSocketMessage.project_member_changed:type_name -> pm.v1.ProjectMemberChanged
+	29, // 22: pm.v1.WebSocketMessage.projects_list:type_name -> pm.v1.ProjectsList
+	35, // 23: pm.v1.WebSocketMessage.error:type_name -> pm.v1.Error
+	0,  // 24: pm.v1.WorkItem.item_type:type_name -> pm.v1.WorkItemType
+	1,  // 25: pm.v1.WorkItem.status:type_name -> pm.v1.WorkItemStatus
+	2,  // 26: pm.v1.WorkItem.priority:type_name -> pm.v1.WorkItemPriority
+	36, // 27: pm.v1.SubscribeAck.revisions:type_name -> pm.v1.SubscribeAck.RevisionsEntry
+	0,  // 28: pm.v1.CreateWorkItemRequest.item_type:type_name -> pm.v1.WorkItemType
+	1,  // 29: pm.v1.CreateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
+	2,  // 30: pm.v1.CreateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
+	1,  // 31: pm.v1.UpdateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
+	2,  // 32: pm.v1.UpdateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
+	6,  // 33: pm.v1.WorkItemsList.work_items:type_name -> pm.v1.WorkItem
+	6,  // 34: pm.v1.WorkItemCreated.work_item:type_name -> pm.v1.WorkItem
+	6,  // 35: pm.v1.WorkItemUpdated.work_item:type_name -> pm.v1.WorkItem
+	7,  // 36: pm.v1.WorkItemUpdated.changes:type_name -> pm.v1.FieldChange
+	6,  // 37: pm.v1.WorkItemDeleted.work_item:type_name -> pm.v1.WorkItem
+	3,  // 38: pm.v1.AddProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
+	3,  // 39: pm.v1.RemoveProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
+	3,  // 40: pm.v1.ProjectMember.role:type_name -> pm.v1.ProjectRole
+	25, // 41: pm.v1.ProjectMembersList.members:type_name -> pm.v1.ProjectMember
+	25, // 42: pm.v1.ProjectMemberChanged.member:type_name -> pm.v1.ProjectMember
+	30, // 43: pm.v1.ProjectsList.projects:type_name -> pm.v1.ProjectSummary
+	6,  // 44: pm.v1.ProjectSummary.project:type_name -> pm.v1.WorkItem
+	3,  // 45: pm.v1.ProjectSummary.role:type_name -> pm.v1.ProjectRole
+	31, // 46: pm.v1.ProjectSummary.counts:type_name -> pm.v1.StatusCount
+	1,  // 47: pm.v1.StatusCount.status:type_name -> pm.v1.WorkItemStatus
+	4,  // 48: pm.v1.ActivityEntry.action:type_name -> pm.v1.ActivityAction
+	7,  // 49: pm.v1.ActivityEntry.changes:type_name -> pm.v1.FieldChange
+	33, // 50: pm.v1.ActivityList.entries:type_name -> pm.v1.ActivityEntry
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_pm_v1_messages_proto_init() }
@@ -2967,6 +3255,7 @@ func file_pm_v1_messages_proto_init() {
 		(*WebSocketMessage_RemoveProjectMemberRequest)(nil),
 		(*WebSocketMessage_ListProjectMembersRequest)(nil),
 		(*WebSocketMessage_GetActivityRequest)(nil),
+		(*WebSocketMessage_ListProjectsRequest)(nil),
 		(*WebSocketMessage_WorkItemCreated)(nil),
 		(*WebSocketMessage_WorkItemUpdated)(nil),
 		(*WebSocketMessage_WorkItemDeleted)(nil),
@@ -2974,6 +3263,7 @@ func file_pm_v1_messages_proto_init() {
 		(*WebSocketMessage_ProjectMembersList)(nil),
 		(*WebSocketMessage_ActivityList)(nil),
 		(*WebSocketMessage_ProjectMemberChanged)(nil),
+		(*WebSocketMessage_ProjectsList)(nil),
 		(*WebSocketMessage_Error)(nil),
 	}
 	file_pm_v1_messages_proto_msgTypes[1].OneofWrappers = []any{}
@@ -2985,7 +3275,7 @@ func file_pm_v1_messages_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pm_v1_messages_proto_rawDesc), len(file_pm_v1_messages_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
