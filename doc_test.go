@@ -49,11 +49,12 @@ func TestEveryPackageHasADoc(t *testing.T) {
 func TestLayersDoNotImportEachOther(t *testing.T) {
 	const module = "github.com/pmhq/pm/"
 	forbidden := map[string][]string{
-		".":      {"node", "repo", "pubsub", "client", "migrations"},
-		"node":   {"repo", "pubsub", "client"},
-		"repo":   {"node", "pubsub", "client"},
-		"pubsub": {"node", "repo", "client"},
-		"client": {"node", "repo", "pubsub"},
+		".":      {"node", "repo", "pubsub", "client", "migrations", "web"},
+		"node":   {"repo", "pubsub", "client", "web"},
+		"repo":   {"node", "pubsub", "client", "web"},
+		"pubsub": {"node", "repo", "client", "web"},
+		"client": {"node", "repo", "pubsub", "web"},
+		"web":    {"node", "repo", "pubsub", "client", "migrations"},
 	}
 	for dir, banned := range forbidden {
 		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
@@ -77,5 +78,39 @@ func TestLayersDoNotImportEachOther(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// The board's bundle (package web) is wired into a node by the commands and
+// the test harness only: node serves whatever fs.FS it is given.
+func TestOnlyCommandsWireTheBoard(t *testing.T) {
+	const web = "github.com/pmhq/pm/web"
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "node_modules" || d.Name() == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		dir := filepath.ToSlash(filepath.Dir(path))
+		for _, imp := range f.Imports {
+			if strings.Trim(imp.Path.Value, `"`) == web && !strings.HasPrefix(dir, "cmd/") && dir != "node/nodetest" {
+				t.Errorf("%s imports %s: only cmd/ and node/nodetest wire the board", path, web)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -36,13 +36,16 @@ func (r Role) Valid() bool { return r.Rank() > 0 }
 // Allows reports whether r may do what needs the role need.
 func (r Role) Allows(need Role) bool { return r.Valid() && r.Rank() >= need.Rank() }
 
-// Member is a user's role in a project.
+// Member is a user's role in a project, with what is known of the user.
 type Member struct {
 	ProjectID uuid.UUID
 	UserID    uuid.UUID
 	Role      Role
 	AddedAt   time.Time
 	AddedBy   uuid.UUID
+	// Profile is the user's name and email in the tenant; empty while the
+	// user has never connected with a token that carries them.
+	Profile Profile
 }
 
 var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)

@@ -132,6 +132,17 @@ type WorkItem struct {
 // Deleted reports whether the item is a tombstone.
 func (w *WorkItem) Deleted() bool { return !w.DeletedAt.IsZero() }
 
+// ProjectSummary is one of a user's projects as a list shows it: the
+// project's item, the user's role, how many live items of the project (the
+// project item not counted) each status holds, and the project's revision
+// when they were counted. A status without items is absent from Counts.
+type ProjectSummary struct {
+	Project  WorkItem
+	Role     Role
+	Counts   map[Status]int64
+	Revision int64
+}
+
 // NewWorkItem is a request to create a work item. Zero values mean defaults:
 // a new ID, backlog, medium, a position after the last item of its column.
 type NewWorkItem struct {

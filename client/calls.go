@@ -15,10 +15,12 @@ import (
 
 // Do sends a request and returns its answer. A request without a
 // message_id gets a fresh one, written into m, so that sending the same m
-// again is recognised by the node as the same request. If the connection
-// drops before the answer, Do sends the request again, with the same
-// message_id, on the next connection; the node's idempotency makes that
-// safe. Answers RATE_LIMITED and UNAVAILABLE are retried the same way after
+// again is recognised by the node as the same request. The answer to a
+// GetWorkItemsRequest comes in WorkItemsList chunks; Do reads them until the
+// one marked complete and returns them as one WorkItemsList. If the
+// connection drops before the whole answer, Do sends the request again,
+// with the same message_id, on the next connection, and drops any chunks of
+// the first; the node's idempotency makes that safe. Answers RATE_LIMITED and UNAVAILABLE are retried the same way after
 // the node's retry_after_ms (unless Options.NoBusyRetry). An Error answer is
 // returned as a *pm.Error. Do gives up when ctx ends, after
 // Options.RequestTimeout, or when the client stops.
@@ -40,13 +42,13 @@ func (c *Client) Do(ctx context.Context, m *pmv1.WebSocketMessage) (*pmv1.WebSoc
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(frame), c.opts.MaxFrameBytes)
 	}
 	id := m.MessageId
-	answer := make(chan *pmv1.WebSocketMessage, 1)
+	w := newWaiter()
 	c.mu.Lock()
 	if _, dup := c.pending[id]; dup {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("client: message_id %q is already in flight", id)
 	}
-	c.pending[id] = answer
+	c.pending[id] = w
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -61,6 +63,9 @@ func (c *Client) Do(ctx context.Context, m *pmv1.WebSocketMessage) (*pmv1.WebSoc
 			return nil, c.callError(ctx, err)
 		}
 		var resp *pmv1.WebSocketMessage
+		// Chunks of an answer cut off with an earlier connection (whose
+		// reader has stopped) are no part of this one.
+		w.reset()
 		if err := cn.write(frame); err != nil {
 			// The connection is going: send again on the next one.
 			select {
@@ -73,10 +78,10 @@ func (c *Client) Do(ctx context.Context, m *pmv1.WebSocketMessage) (*pmv1.WebSoc
 			}
 		}
 		select {
-		case resp = <-answer:
+		case resp = <-w.answer:
 		case <-cn.lost:
 			select {
-			case resp = <-answer: // answered just before the loss
+			case resp = <-w.answer: // answered just before the loss
 			default:
 				continue // send again on the next connection
 			}
@@ -186,7 +191,9 @@ func (c *Client) DeleteWorkItem(ctx context.Context, r *pmv1.DeleteWorkItemReque
 }
 
 // GetWorkItems reads a project: every live item, or with since_revision
-// every item changed after it, tombstones included.
+// every item changed after it, tombstones included. It reads every chunk of
+// the node's answer and returns them joined, complete set: one snapshot, as
+// of AsOfRevision. A load cut off by a reconnect is read again whole.
 func (c *Client) GetWorkItems(ctx context.Context, r *pmv1.GetWorkItemsRequest) (*pmv1.WorkItemsList, error) {
 	resp, err := c.Do(ctx, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_GetWorkItemsRequest{GetWorkItemsRequest: r}})
 	if err != nil {
@@ -239,6 +246,20 @@ func (c *Client) members(ctx context.Context, m *pmv1.WebSocketMessage) (*pmv1.P
 		return nil, unexpected("ProjectMembersList", resp)
 	}
 	return list, nil
+}
+
+// ListProjects lists the projects the user is a member of, by title, each
+// with the user's role, its revision and its live items counted by status.
+func (c *Client) ListProjects(ctx context.Context) ([]*pmv1.ProjectSummary, error) {
+	resp, err := c.Do(ctx, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ListProjectsRequest{ListProjectsRequest: &pmv1.ListProjectsRequest{}}})
+	if err != nil {
+		return nil, err
+	}
+	list := resp.GetProjectsList()
+	if list == nil {
+		return nil, unexpected("ProjectsList", resp)
+	}
+	return list.GetProjects(), nil
 }
 
 // GetActivity reads one page of a project's (or an item's) history, newest

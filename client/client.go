@@ -123,7 +123,7 @@ type Client struct {
 	mu       sync.Mutex
 	cur      *conn         // nil while disconnected
 	up       chan struct{} // closed when a connection is up; replaced when it drops
-	pending  map[string]chan *pmv1.WebSocketMessage
+	pending  map[string]*waiter
 	projects map[string]*Project
 
 	inbox inbox // pushes and commands for the sync goroutine
@@ -145,7 +145,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 		addrs:    append([]string{url}, opts.URLs...),
 		log:      opts.Logger,
 		up:       make(chan struct{}),
-		pending:  make(map[string]chan *pmv1.WebSocketMessage),
+		pending:  make(map[string]*waiter),
 		projects: make(map[string]*Project),
 	}
 	c.inbox.init(opts.EventBuffer)
@@ -353,18 +353,16 @@ func (c *Client) waitConn(ctx context.Context) (*conn, error) {
 }
 
 // received routes a message read from the node: the answer to a pending
-// request goes to its caller; work item changes (answers included, as the
-// node does not echo a connection's own changes to it) and pushes go to the
-// sync goroutine. Called on a connection's read goroutine; never blocks.
+// request (or a chunk of it) goes to its caller; work item changes (answers
+// included, as the node does not echo a connection's own changes to it) and
+// pushes go to the sync goroutine. Called on a connection's read goroutine;
+// never blocks.
 func (c *Client) received(m *pmv1.WebSocketMessage) {
 	c.mu.Lock()
 	waiter := c.pending[m.MessageId]
 	c.mu.Unlock()
 	if waiter != nil {
-		select {
-		case waiter <- m:
-		default: // a duplicate answer to a re-sent request
-		}
+		waiter.deliver(m)
 	}
 	switch m.Payload.(type) {
 	case *pmv1.WebSocketMessage_WorkItemCreated, *pmv1.WebSocketMessage_WorkItemUpdated,

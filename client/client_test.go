@@ -282,6 +282,21 @@ func TestRetriedCreateReturnsTheSameItem(t *testing.T) {
 	}
 }
 
+func TestListProjects(t *testing.T) {
+	cl := nodetest.Start(t, nodetest.Options{})
+	c := mustDial(t, cl, cl.Nodes[0].URL(), uuid.New(), client.Options{})
+	project := mustProject(t, c)
+	mustCreate(t, c, project, "", pmv1.WorkItemType_WORK_ITEM_TYPE_EPIC, "epic")
+	projects, err := c.ListProjects(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(projects) != 1 || projects[0].GetProject().GetId() != project || projects[0].GetRole() != pmv1.ProjectRole_PROJECT_ROLE_ADMIN ||
+		len(projects[0].GetCounts()) != 1 || projects[0].GetCounts()[0].GetCount() != 1 {
+		t.Fatalf("ListProjects = %v", projects)
+	}
+}
+
 func TestClientsOnTwoNodesConverge(t *testing.T) {
 	cl := nodetest.Start(t, nodetest.Options{Nodes: 2})
 	alice, bob := uuid.New(), uuid.New()

@@ -32,7 +32,7 @@ func dialFake(t *testing.T, f *fakeNode, opts client.Options) *client.Client {
 
 func list(id string) *pmv1.WebSocketMessage {
 	return &pmv1.WebSocketMessage{MessageId: id, Payload: &pmv1.WebSocketMessage_WorkItemsList{
-		WorkItemsList: &pmv1.WorkItemsList{AsOfRevision: 7},
+		WorkItemsList: &pmv1.WorkItemsList{AsOfRevision: 7, Complete: true},
 	}}
 }
 
@@ -221,11 +221,11 @@ func TestResyncRequiredPush(t *testing.T) {
 			mu.Lock()
 			sinces = append(sinces, since)
 			mu.Unlock()
-			l := &pmv1.WorkItemsList{ProjectId: project, AsOfRevision: 1, WorkItems: []*pmv1.WorkItem{
+			l := &pmv1.WorkItemsList{ProjectId: project, AsOfRevision: 1, Complete: true, WorkItems: []*pmv1.WorkItem{
 				{Id: project, ProjectId: project, Revision: 1, Title: "P"},
 			}}
 			if since > 0 {
-				l = &pmv1.WorkItemsList{ProjectId: project, AsOfRevision: 3, WorkItems: []*pmv1.WorkItem{
+				l = &pmv1.WorkItemsList{ProjectId: project, AsOfRevision: 3, Complete: true, WorkItems: []*pmv1.WorkItem{
 					{Id: later, ProjectId: project, Revision: 3, Title: "missed"},
 				}}
 			}

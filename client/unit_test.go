@@ -1,12 +1,14 @@
 package client
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
+	"github.com/pmhq/pm"
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
 )
 
@@ -100,6 +102,44 @@ func TestNewToken(t *testing.T) {
 	} {
 		if _, err := call(); err == nil {
 			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestNewTokenWithProfile(t *testing.T) {
+	secret := []byte("s3cret")
+	user := uuid.New()
+	claimsOf := func(tok string) jwt.MapClaims {
+		t.Helper()
+		claims := jwt.MapClaims{}
+		if _, err := jwt.ParseWithClaims(tok, claims, func(*jwt.Token) (any, error) { return secret, nil }); err != nil {
+			t.Fatal(err)
+		}
+		return claims
+	}
+	tok, err := NewTokenWithProfile(secret, "acme", user, time.Hour, pm.Profile{Name: "Alice Adams", Email: "alice@demo.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := claimsOf(tok); c["name"] != "Alice Adams" || c["email"] != "alice@demo.test" || c["sub"] != user.String() || c["tenant_id"] != "acme" {
+		t.Errorf("claims = %v", c)
+	}
+	// Empty fields are left out; NewToken sets neither.
+	tok, err = NewTokenWithProfile(secret, "acme", user, time.Hour, pm.Profile{Name: "Bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := claimsOf(tok)["email"]; ok {
+		t.Errorf("an empty email is a claim: %v", claimsOf(tok))
+	}
+	tok, _ = NewToken(secret, "acme", user, time.Hour)
+	if c := claimsOf(tok); c["name"] != nil || c["email"] != nil {
+		t.Errorf("NewToken sets a profile: %v", c)
+	}
+	// A name or email the node would not show is refused, not dropped.
+	for _, p := range []pm.Profile{{Name: "Ca\x00rol"}, {Email: "not an email"}, {Name: strings.Repeat("x", pm.NameMaxRunes+1)}} {
+		if _, err := NewTokenWithProfile(secret, "acme", user, time.Hour, p); err == nil {
+			t.Errorf("profile %+v: no error", p)
 		}
 	}
 }

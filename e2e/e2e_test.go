@@ -331,6 +331,13 @@ func TestUnauthorizedAccess(t *testing.T) {
 // token ("" for none) and returns the HTTP status of the answer.
 func upgradeStatus(t *testing.T, wsURL, token string) int {
 	t.Helper()
+	return upgradeStatusFrom(t, wsURL, token, "")
+}
+
+// upgradeStatusFrom is upgradeStatus for a page of origin ("": no Origin
+// header, as sent by programs that are not browsers).
+func upgradeStatusFrom(t *testing.T, wsURL, token, origin string) int {
+	t.Helper()
 	key := make([]byte, 16)
 	_, _ = rand.Read(key)
 	req, err := http.NewRequestWithContext(tctx(t), http.MethodGet, "http"+strings.TrimPrefix(wsURL, "ws"), nil)
@@ -343,6 +350,9 @@ func upgradeStatus(t *testing.T, wsURL, token string) int {
 	req.Header.Set("Sec-WebSocket-Key", base64.StdEncoding.EncodeToString(key))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if origin != "" {
+		req.Header.Set("Origin", origin)
 	}
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()

@@ -8,7 +8,10 @@
 //
 // Each file is sent as one multi-statement query, which Postgres runs as one
 // transaction: a file must not contain BEGIN/COMMIT or statements that cannot
-// run in a transaction (CREATE INDEX CONCURRENTLY). Versions are consecutive.
+// run in a transaction (CREATE INDEX CONCURRENTLY). Versions ascend; a number
+// may be skipped while another branch holds it, but a database migrated past
+// a number never applies a file added under it later, so no release may
+// leave a gap that a later one fills.
 package migrations
 
 import "embed"

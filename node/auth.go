@@ -41,9 +41,13 @@ const DefaultMaxTokenLifetime = 24 * time.Hour
 
 // Claims are the claims pm reads from a token: sub is the user's UUID in
 // canonical form (lower case, hyphenated), tenant_id the tenant. exp is
-// required.
+// required. name and email are optional: what they say is kept only when it
+// is fit to show (pm.NewProfile), and a claim of another type than a string
+// is ignored, never a reason to refuse the token.
 type Claims struct {
 	TenantID string `json:"tenant_id"`
+	Name     any    `json:"name,omitempty"`
+	Email    any    `json:"email,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -51,6 +55,8 @@ type Claims struct {
 type Identity struct {
 	Actor   pm.Actor
 	Expires time.Time
+	// Profile is the token's name and email, as far as they are fit to show.
+	Profile pm.Profile
 }
 
 // Authenticator verifies bearer tokens.
@@ -135,9 +141,12 @@ func (a *Authenticator) Verify(token string) (Identity, error) {
 	if !pm.ValidTenant(claims.TenantID) {
 		return Identity{}, fmt.Errorf("%w: tenant_id is missing or malformed", ErrUnauthenticated)
 	}
+	name, _ := claims.Name.(string)
+	email, _ := claims.Email.(string)
 	return Identity{
 		Actor:   pm.Actor{Tenant: claims.TenantID, User: user},
 		Expires: claims.ExpiresAt.Time,
+		Profile: pm.NewProfile(name, email),
 	}, nil
 }
 

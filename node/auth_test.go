@@ -16,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
+	"github.com/pmhq/pm"
 	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/node/nodetest"
 )
@@ -107,6 +108,46 @@ func TestJWKSTokens(t *testing.T) {
 			}
 			if err == nil || resp.StatusCode != http.StatusUnauthorized {
 				t.Fatalf("want HTTP 401, got %v %v", resp, err)
+			}
+		})
+	}
+}
+
+// Verify reads the optional name and email claims, keeps only what is fit
+// to show, and never refuses a token for them.
+func TestVerifyReadsTheProfile(t *testing.T) {
+	secret := []byte("secret")
+	auth, err := node.NewAuthenticator(t.Context(), node.AuthConfig{HMACSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		claims jwt.MapClaims
+		want   pm.Profile
+	}{
+		{"none", nil, pm.Profile{}},
+		{"both", jwt.MapClaims{"name": "Alice Adams", "email": "alice@demo.test"}, pm.Profile{Name: "Alice Adams", Email: "alice@demo.test"}},
+		{"not strings", jwt.MapClaims{"name": 42, "email": map[string]any{"x": 1}}, pm.Profile{}},
+		{"null", jwt.MapClaims{"name": nil, "email": "bob@demo.test"}, pm.Profile{Email: "bob@demo.test"}},
+		{"unfit", jwt.MapClaims{"name": "a\x00b", "email": "not an email"}, pm.Profile{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			claims := jwt.MapClaims{"sub": uuid.NewString(), "tenant_id": "acme", "exp": time.Now().Add(time.Hour).Unix()}
+			for k, v := range tt.claims {
+				claims[k] = v
+			}
+			token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := auth.Verify(token)
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if id.Profile != tt.want {
+				t.Errorf("Profile = %+v, want %+v", id.Profile, tt.want)
 			}
 		})
 	}

@@ -135,12 +135,30 @@ func wireMembers(project uuid.UUID, members []pm.Member) *pmv1.ProjectMembersLis
 
 func wireMember(m *pm.Member) *pmv1.ProjectMember {
 	return &pmv1.ProjectMember{
-		ProjectId: m.ProjectID.String(),
-		UserId:    m.UserID.String(),
-		Role:      rolesToWire[m.Role],
-		AddedAt:   millis(m.AddedAt),
-		AddedBy:   idText(m.AddedBy),
+		ProjectId:   m.ProjectID.String(),
+		UserId:      m.UserID.String(),
+		Role:        rolesToWire[m.Role],
+		AddedAt:     millis(m.AddedAt),
+		AddedBy:     idText(m.AddedBy),
+		DisplayName: m.Profile.Name,
+		Email:       m.Profile.Email,
 	}
+}
+
+// wireProjects lists projects with their counts in the order of pm.Statuses.
+func wireProjects(projects []pm.ProjectSummary) *pmv1.ProjectsList {
+	list := &pmv1.ProjectsList{Projects: make([]*pmv1.ProjectSummary, len(projects))}
+	for i := range projects {
+		p := &projects[i]
+		summary := &pmv1.ProjectSummary{Project: wireWorkItem(&p.Project), Role: rolesToWire[p.Role], Revision: p.Revision}
+		for _, status := range pm.Statuses {
+			if n := p.Counts[status]; n > 0 {
+				summary.Counts = append(summary.Counts, &pmv1.StatusCount{Status: statusesToWire[status], Count: n})
+			}
+		}
+		list.Projects[i] = summary
+	}
+	return list
 }
 
 func wireActivity(e *pm.ActivityEntry) *pmv1.ActivityEntry {

@@ -28,8 +28,14 @@ type Store interface {
 	DeleteWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID, expectedVersion int64) (pm.WorkItem, error)
 	// GetWorkItem reads one item as it is now, tombstones included (viewer role).
 	GetWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID) (pm.WorkItem, error)
-	// ListWorkItems reads a project (viewer role) in one snapshot.
-	ListWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkItemQuery) ([]pm.WorkItem, pm.Snapshot, error)
+	// StreamWorkItems reads a project (viewer role) in one snapshot, ordered
+	// by position then id, and hands the items to page a page at a time: at
+	// least once (an empty result is one empty page), every time with the
+	// same snapshot. Pages are bounded in items and bytes; page must not keep
+	// the slice (it may keep the items' strings). An error from page ends the
+	// read and is returned in the chain of the result. Once a page was handed
+	// out, a failure is returned, never retried from the start.
+	StreamWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkItemQuery, page func(pm.Snapshot, []pm.WorkItem) error) error
 	// ProjectRevision checks that the actor may view the project and returns
 	// its current revision.
 	ProjectRevision(ctx context.Context, actor pm.Actor, project uuid.UUID) (int64, error)
@@ -39,10 +45,18 @@ type Store interface {
 	// RemoveMember removes a member (admin role) and returns it as it was;
 	// removing the last admin fails.
 	RemoveMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID) (pm.Member, error)
-	// ListMembers lists a project's members by user id (viewer role).
+	// ListMembers lists a project's members by user id, with their
+	// profiles (viewer role).
 	ListMembers(ctx context.Context, actor pm.Actor, project uuid.UUID) ([]pm.Member, error)
 	// ListActivity reads a page of history, newest first (viewer role).
 	ListActivity(ctx context.Context, actor pm.Actor, q pm.ActivityQuery) ([]pm.ActivityEntry, error)
+	// ListProjects lists every live project the actor is a member of, by
+	// title then id, with the actor's role, the project's revision and its
+	// live items counted by status.
+	ListProjects(ctx context.Context, actor pm.Actor) ([]pm.ProjectSummary, error)
+	// RecordProfile stores the actor's name and email in the tenant: each
+	// non-empty field replaces the stored one. Unchanged, it writes nothing.
+	RecordProfile(ctx context.Context, actor pm.Actor, p pm.Profile) error
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 }

@@ -38,6 +38,8 @@ func operation(m *pmv1.WebSocketMessage) string {
 		return "list_project_members"
 	case *pmv1.WebSocketMessage_GetActivityRequest:
 		return "get_activity"
+	case *pmv1.WebSocketMessage_ListProjectsRequest:
+		return "list_projects"
 	}
 	return ""
 }
@@ -58,6 +60,10 @@ func replayable(code string) bool {
 	}
 	return true
 }
+
+// outcomeUndelivered is the outcome of a request whose answer the
+// connection closed before taking in full.
+const outcomeUndelivered = "undelivered"
 
 // subscribeWait bounds the wait for Redis to confirm a new subscription.
 const subscribeWait = 3 * time.Second
@@ -80,7 +86,9 @@ func (c *session) handle(req *pmv1.WebSocketMessage) {
 	defer cancel()
 
 	outcome, frame, ev := c.respond(ctx, op, req)
-	c.enqueue(frame)
+	if frame != nil {
+		c.enqueue(frame)
+	}
 	elapsed := c.srv.cfg.Now().Sub(start) // until the response is queued
 	if ev != nil {
 		c.publish(ev)
@@ -94,7 +102,9 @@ func (c *session) handle(req *pmv1.WebSocketMessage) {
 }
 
 // respond produces the encoded response frame, the outcome for the log
-// ("ok", "replayed" or an error code) and the event to publish, if any.
+// ("ok", "replayed", "undelivered" or an error code) and the event to
+// publish, if any. A handler that sent its answer itself (a chunked load)
+// leaves no frame to queue.
 func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMessage) (outcome string, frame []byte, ev *event) {
 	var (
 		key     = pm.RequestKey{Tenant: c.actor.Tenant, User: c.actor.User, MessageID: req.MessageId}
@@ -121,6 +131,20 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 
 	resp, ev, err := c.dispatch(ctx, req)
 	outcome = "ok"
+	switch {
+	case errors.Is(err, errUndelivered):
+		return outcomeUndelivered, nil, nil
+	case err == nil && resp == nil:
+		return outcome, nil, ev // sent by the handler
+	}
+	if err != nil && ctx.Err() != nil && c.gone() {
+		// The connection ended under the request, which its context
+		// then cut short: nothing committed, and nobody to answer.
+		if claimed {
+			c.releaseClaim(key, token)
+		}
+		return outcomeUndelivered, nil, nil
+	}
 	if err != nil {
 		perr := c.publicError(ctx, op, req.MessageId, err)
 		resp, ev, outcome = errorPayload(perr), nil, perr.Code
@@ -141,6 +165,25 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 		}
 	}
 	return outcome, frame, ev
+}
+
+// releaseClaim gives up an idempotency claim, so that a retry runs again.
+func (c *session) releaseClaim(key pm.RequestKey, token string) {
+	ctx, cancel := context.WithTimeout(c.srv.ctx, time.Second)
+	defer cancel()
+	if err := c.srv.cfg.Idempotency.Release(ctx, key, token); err != nil {
+		c.srv.log.Warn("idempotency ledger: could not release a claim", "message_id", key.MessageID, "err", err)
+	}
+}
+
+// gone says whether the connection has ended (its reader stopped).
+func (c *session) gone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // publicError turns any error into what the client may see. Timeouts are
@@ -218,7 +261,7 @@ func (c *session) dispatch(ctx context.Context, req *pmv1.WebSocketMessage) (*pm
 	case *pmv1.WebSocketMessage_DeleteWorkItemRequest:
 		return c.deleteWorkItem(ctx, p.DeleteWorkItemRequest)
 	case *pmv1.WebSocketMessage_GetWorkItemsRequest:
-		return c.getWorkItems(ctx, p.GetWorkItemsRequest)
+		return c.getWorkItems(ctx, req.MessageId, p.GetWorkItemsRequest)
 	case *pmv1.WebSocketMessage_AddProjectMemberRequest:
 		return c.addMember(ctx, p.AddProjectMemberRequest)
 	case *pmv1.WebSocketMessage_RemoveProjectMemberRequest:
@@ -227,6 +270,8 @@ func (c *session) dispatch(ctx context.Context, req *pmv1.WebSocketMessage) (*pm
 		return c.listMembers(ctx, p.ListProjectMembersRequest)
 	case *pmv1.WebSocketMessage_GetActivityRequest:
 		return c.getActivity(ctx, p.GetActivityRequest)
+	case *pmv1.WebSocketMessage_ListProjectsRequest:
+		return c.listProjects(ctx)
 	}
 	// checkEnvelope lets only requests through.
 	return nil, nil, fmt.Errorf("dispatch: unexpected payload %T", req.Payload)
@@ -304,38 +349,6 @@ func (c *session) deleteWorkItem(ctx context.Context, r *pmv1.DeleteWorkItemRequ
 
 func (c *session) changeEvent(project uuid.UUID, revision int64, msg *pmv1.WebSocketMessage) *event {
 	return &event{key: pm.ProjectKey{Tenant: c.actor.Tenant, Project: project}, revision: revision, msg: msg}
-}
-
-func (c *session) getWorkItems(ctx context.Context, r *pmv1.GetWorkItemsRequest) (*pmv1.WebSocketMessage, *event, error) {
-	project, err := pm.ParseID("project_id", r.ProjectId, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	q := pm.WorkItemQuery{ProjectID: project, SinceRevision: r.SinceRevision}
-	switch {
-	case r.SinceRevision < 0:
-		return nil, nil, pm.FieldErrorf("since_revision", "since_revision cannot be negative")
-	case r.SinceTimestamp < 0 || r.SinceTimestamp > pm.TimestampMaxMillis:
-		return nil, nil, pm.FieldErrorf("since_timestamp", "since_timestamp must be unix milliseconds between 0 and %d (year 9999)", int64(pm.TimestampMaxMillis))
-	case r.SinceRevision > 0 && r.SinceTimestamp > 0:
-		return nil, nil, pm.FieldErrorf("since_timestamp", "give since_revision or since_timestamp, not both")
-	case r.SinceTimestamp > 0:
-		q.SinceTime = time.UnixMilli(r.SinceTimestamp)
-	}
-	items, snap, err := c.srv.cfg.Store.ListWorkItems(ctx, c.actor, q)
-	if err != nil {
-		return nil, nil, err
-	}
-	list := &pmv1.WorkItemsList{
-		ProjectId:     project.String(),
-		AsOfRevision:  snap.Revision,
-		AsOfTimestamp: millis(snap.Time),
-		WorkItems:     make([]*pmv1.WorkItem, len(items)),
-	}
-	for i := range items {
-		list.WorkItems[i] = wireWorkItem(&items[i])
-	}
-	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_WorkItemsList{WorkItemsList: list}}, nil, nil
 }
 
 // projectIDs parses a Subscribe/Unsubscribe list: 1..limit UUIDs, duplicates
@@ -522,6 +535,14 @@ func membersPayload(project uuid.UUID, members []pm.Member) *pmv1.WebSocketMessa
 	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ProjectMembersList{
 		ProjectMembersList: wireMembers(project, members),
 	}}
+}
+
+func (c *session) listProjects(ctx context.Context) (*pmv1.WebSocketMessage, *event, error) {
+	projects, err := c.srv.cfg.Store.ListProjects(ctx, c.actor)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_ProjectsList{ProjectsList: wireProjects(projects)}}, nil, nil
 }
 
 func (c *session) getActivity(ctx context.Context, r *pmv1.GetActivityRequest) (*pmv1.WebSocketMessage, *event, error) {

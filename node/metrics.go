@@ -14,6 +14,7 @@ type metrics struct {
 	invalidFrames   prometheus.Counter
 	slowConsumers   prometheus.Counter
 	rateLimitCloses prometheus.Counter
+	writeErrors     prometheus.Counter
 	eventsPublished prometheus.Counter
 	publishErrors   prometheus.Counter
 }
@@ -30,10 +31,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pm_connection_closes_total", Help: "Connections closed by the node, by close code.",
 		}, []string{"code"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pm_requests_total", Help: "Requests handled, by operation and outcome (ok or an error code).",
+			Name: "pm_requests_total", Help: "Requests handled, by operation and outcome (ok, replayed, undelivered or an error code).",
 		}, []string{"op", "outcome"}),
 		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "pm_request_duration_seconds", Help: "Time from a request's arrival to its response being queued.",
+			Name: "pm_request_duration_seconds", Help: "Time from a request's arrival to its response being queued (a chunked load: its last frame written).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"op"}),
 		invalidFrames: prometheus.NewCounter(prometheus.CounterOpts{
@@ -45,6 +46,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_slow_consumer_disconnects_total", Help: "Connections closed because their send queue exceeded its byte limit.",
 		}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pm_write_errors_total", Help: "Writes to a connection that failed (timed out, peer gone, frame refused); each drops its connection.",
+		}),
 		eventsPublished: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_events_published_total", Help: "Work item events published after commit.",
 		}),
@@ -54,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.connections, m.upgrades, m.closes, m.requests, m.requestSeconds, m.invalidFrames,
-		m.slowConsumers, m.rateLimitCloses, m.eventsPublished, m.publishErrors,
+		m.slowConsumers, m.rateLimitCloses, m.writeErrors, m.eventsPublished, m.publishErrors,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,7 +36,9 @@ func readyz(t *testing.T, n *nodetest.Node) (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(body))
 }
 
-// gatedStore holds every ListActivity call until release is closed.
+// gatedStore holds every ListActivity call until release is closed, even
+// past the end of its request's context, as a database call that is slow to
+// honour a cancel does.
 type gatedStore struct {
 	node.Store
 	entered chan struct{} // receives once per call that waits
@@ -44,10 +47,7 @@ type gatedStore struct {
 
 func (s *gatedStore) ListActivity(ctx context.Context, actor pm.Actor, q pm.ActivityQuery) ([]pm.ActivityEntry, error) {
 	s.entered <- struct{}{}
-	select {
-	case <-s.release:
-	case <-ctx.Done():
-	}
+	<-s.release
 	return s.Store.ListActivity(ctx, actor, q)
 }
 
@@ -55,10 +55,13 @@ func (s *gatedStore) ListActivity(ctx context.Context, actor pm.Actor, q pm.Acti
 // its connections are still finishing; it never becomes ready again.
 func TestReadinessWhileDraining(t *testing.T) {
 	gate := &gatedStore{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(gate.release) }) }
 	c := nodetest.Start(t, nodetest.Options{Configure: func(cfg *node.Config) {
 		gate.Store = cfg.Store
 		cfg.Store = gate
 	}})
+	t.Cleanup(release) // before the node stops, should the test end early
 	n := c.Nodes[0]
 	if status, body := readyz(t, n); status != http.StatusOK {
 		t.Fatalf("before shutdown: %d %q", status, body)
@@ -90,7 +93,7 @@ func TestReadinessWhileDraining(t *testing.T) {
 		t.Fatalf("while draining: %d %q, want 503 draining", status, body)
 	}
 
-	close(gate.release)
+	release()
 	if err := <-shutdown; err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}

@@ -3,7 +3,8 @@
 // a byte-bounded send queue), decodes and validates requests, authorizes and
 // executes them through a Store, answers with the request's message_id,
 // publishes committed changes through a Fanout, and enforces the limits
-// (frame size, rate, subscriptions, send queue). It also serves the admin
+// (frame size, rate, subscriptions, send queue). Given the browser board's
+// built bundle, it serves the board at / too. It also serves the admin
 // endpoints: /metrics, /healthz and /readyz.
 package node
 
@@ -14,6 +15,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -52,8 +54,13 @@ type Config struct {
 	// Auth verifies tokens. Required.
 	Auth *Authenticator
 	// AllowedOrigins lists browser origins allowed to connect ("*": any).
-	// Empty: only pages served from the node's own host.
+	// Empty: only pages served from the host the browser connects to (the
+	// node's address, or a proxy's that passes the Host header on).
 	AllowedOrigins []string
+	// Assets is the browser board's built bundle (index.html, and assets/
+	// with content-hashed names), served at / with a strict
+	// Content-Security-Policy. Nil: no board, / is 404.
+	Assets fs.FS
 	// MaxFrameBytes is the largest frame a client may send; a larger one
 	// closes its connection with 1009. Default 256 KiB.
 	MaxFrameBytes int
@@ -133,6 +140,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	upgrader *gws.Upgrader
+	board    *board // nil without Config.Assets
 
 	ctx    context.Context // ends at Shutdown; parent of every request's context
 	cancel context.CancelFunc
@@ -155,6 +163,13 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	var b *board
+	if cfg.Assets != nil {
+		var err error
+		if b, err = newBoard(cfg.Assets); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("node: register metrics: %w", err)
@@ -168,6 +183,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		metrics:  m,
+		board:    b,
 		sessions: make(map[*session]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -180,10 +196,14 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Handler serves the client endpoints: GET /ws.
+// Handler serves the client endpoints: GET /ws, and with Config.Assets the
+// board: GET (and HEAD) / and the bundle's files.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", s.serveWS)
+	if s.board != nil {
+		mux.Handle("GET /", s.board)
+	}
 	return mux
 }
 

@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +32,7 @@ type session struct {
 	id      string // unique in the cluster: process instance / sequence
 	actor   pm.Actor
 	expires time.Time
+	profile pm.Profile // from the token; the worker records it
 	limiter *rate.Limiter
 	refused int // frames refused by limiter in a row; the reader's own
 	conn    *gws.Conn
@@ -48,11 +51,14 @@ type session struct {
 	mu          sync.Mutex
 	queue       [][]byte
 	queuedBytes int
-	closing     bool // a close frame is pending or sent; nothing more is queued
-	ended       bool // the connection is gone; nothing is queued or written
+	queued      uint64 // frames ever queued; the last one's sequence number
+	closing     bool   // a close frame is pending or sent; nothing more is queued
+	ended       bool   // the connection is gone; nothing is queued or written
 	closeCode   uint16
 	closeReason string
 	wake        chan struct{} // capacity 1: the writer has work
+	written     atomic.Uint64 // frames written, in queue order
+	progress    chan struct{} // capacity 1: the writer took or wrote a frame
 
 	subMu sync.Mutex
 	subs  map[uuid.UUID]struct{}
@@ -66,6 +72,7 @@ func (s *Server) newSession(id Identity) *session {
 		id:      s.instance + "/" + strconv.FormatUint(s.seq.Add(1), 10),
 		actor:   id.Actor,
 		expires: id.Expires,
+		profile: id.Profile,
 		inbox:   make(chan *pmv1.WebSocketMessage, inboxSize),
 		recheck: make(chan uuid.UUID, inboxSize),
 		done:    make(chan struct{}),
@@ -76,6 +83,7 @@ func (s *Server) newSession(id Identity) *session {
 	if s.cfg.RatePerSecond > 0 {
 		sess.limiter = rate.NewLimiter(rate.Limit(s.cfg.RatePerSecond), s.cfg.RateBurst)
 	}
+	sess.progress = make(chan struct{}, 1)
 	return sess
 }
 
@@ -95,8 +103,8 @@ func (c *session) run(conn *gws.Conn) {
 	c.mu.Lock()
 	c.ended, c.queue, c.queuedBytes = true, nil, 0
 	c.mu.Unlock()
-	c.cancel() // the request under way, if any, ends
 	close(c.done)
+	c.cancel() // the request under way, if any, ends (after done: see gone)
 	c.wg.Wait()
 	// Only now: until the worker has returned, a subscribe under way could
 	// still register the connection.
@@ -245,12 +253,13 @@ func (c *session) refreshDeadline() {
 	_ = c.conn.SetReadDeadline(c.srv.cfg.Now().Add(2 * c.srv.cfg.PingInterval))
 }
 
-// work runs requests in arrival order until the reader stops, and closes
-// the connection when its token expires.
+// work records the user's profile, then runs requests in arrival order
+// until the reader stops, and closes the connection when its token expires.
 func (c *session) work() {
 	defer c.wg.Done()
 	expiry := time.NewTimer(max(c.expires.Sub(c.srv.cfg.Now()), 0))
 	defer expiry.Stop()
+	c.recordProfile()
 	for {
 		select {
 		case req := <-c.inbox:
@@ -262,6 +271,22 @@ func (c *session) work() {
 		case <-c.done:
 			return
 		}
+	}
+}
+
+// recordProfile stores the name and email of the connection's token, off
+// the upgrade's path but before the connection's first request, so that the
+// user's own requests already see them. The store writes only what changed.
+// A failure costs the profile only: it is logged, and the connection serves.
+func (c *session) recordProfile() {
+	if c.profile.Empty() {
+		return
+	}
+	ctx, cancel := c.requestContext()
+	defer cancel()
+	if err := c.srv.cfg.Store.RecordProfile(ctx, c.actor, c.profile); err != nil && c.ctx.Err() == nil {
+		c.srv.log.Warn("could not record the user's name and email", "conn", c.id,
+			"tenant", c.actor.Tenant, "user", c.actor.User, "err", err)
 	}
 }
 
@@ -278,7 +303,7 @@ func (c *session) writeLoop() {
 		case <-ping.C:
 			_ = c.conn.SetWriteDeadline(c.srv.cfg.Now().Add(c.srv.cfg.WriteTimeout))
 			if err := c.conn.WritePing(nil); err != nil {
-				c.abort()
+				c.writeFailed("ping", 0, err)
 				return
 			}
 		case <-c.wake:
@@ -302,14 +327,26 @@ func (c *session) writeLoop() {
 				c.queue = c.queue[1:]
 				c.queuedBytes -= len(frame)
 				c.mu.Unlock()
+				c.signalProgress()
 				_ = c.conn.SetWriteDeadline(c.srv.cfg.Now().Add(c.srv.cfg.WriteTimeout))
 				if err := c.conn.WriteMessage(gws.OpcodeBinary, frame); err != nil {
-					c.abort()
+					c.writeFailed("frame", len(frame), err)
 					return
 				}
+				c.written.Add(1)
+				c.signalProgress()
 			}
 		}
 	}
+}
+
+// writeFailed logs and counts a write the connection could not take (it
+// timed out, the peer went away, or gws refused the frame) and ends the
+// connection: frames behind it would arrive out of context.
+func (c *session) writeFailed(what string, bytes int, err error) {
+	c.srv.metrics.writeErrors.Inc()
+	c.srv.log.Warn("write failed; dropping the connection", "conn", c.id, "write", what, "bytes", bytes, "err", err)
+	c.abort()
 }
 
 // abort ends the connection without a close handshake; the reader sees
@@ -344,8 +381,67 @@ func (c *session) enqueue(frame []byte) {
 	}
 	c.queue = append(c.queue, frame)
 	c.queuedBytes += len(frame)
+	c.queued++
 	c.mu.Unlock()
 	c.signal()
+}
+
+// errUndelivered says that the connection closed before an answer was
+// queued or written in full.
+var errUndelivered = errors.New("the connection closed before the answer was delivered")
+
+// enqueueWait queues one frame of a streamed answer (a chunked load) once
+// the send queue has room for it: the queue is empty, or stays within half
+// of SendQueueBytes with the frame, which leaves the other half to events
+// and their non-blocking slow-consumer rule. It returns the frame's
+// sequence number (for waitWritten), errUndelivered when the connection is
+// closing or closed, and ctx's error when ctx ends first. Only the worker
+// waits.
+func (c *session) enqueueWait(ctx context.Context, frame []byte) (uint64, error) {
+	for {
+		c.mu.Lock()
+		if c.closing || c.ended {
+			c.mu.Unlock()
+			return 0, errUndelivered
+		}
+		if c.queuedBytes == 0 || c.queuedBytes+len(frame) <= c.srv.cfg.SendQueueBytes/2 {
+			c.queue = append(c.queue, frame)
+			c.queuedBytes += len(frame)
+			c.queued++
+			seq := c.queued
+			c.mu.Unlock()
+			c.signal()
+			return seq, nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.progress:
+		case <-c.done:
+			return 0, errUndelivered
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// waitWritten waits until the writer has written the frame with sequence
+// number seq. It returns errUndelivered when the connection closes first
+// (e.g. its queue was dropped as a slow consumer's), and ctx's error when
+// ctx ends first. Only the worker waits.
+func (c *session) waitWritten(ctx context.Context, seq uint64) error {
+	for c.written.Load() < seq {
+		select {
+		case <-c.progress:
+		case <-c.done:
+			if c.written.Load() >= seq {
+				return nil
+			}
+			return errUndelivered
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // close sends a close frame with code after the frames already queued.
@@ -363,6 +459,13 @@ func (c *session) close(code uint16, reason string) {
 func (c *session) signal() {
 	select {
 	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *session) signalProgress() {
+	select {
+	case c.progress <- struct{}{}:
 	default:
 	}
 }

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -69,16 +70,10 @@ func gatedCluster(t *testing.T) (c *nodetest.Cluster, gate *revisionGate, projec
 	return c, gate, p.Id, admin, adminID, tenant
 }
 
-// waitMetric waits until a node's metric has a value.
-func waitMetric(t *testing.T, n *nodetest.Node, name string, want float64) {
+// waitMetricIs waits until a node's metric has a value.
+func waitMetricIs(t *testing.T, n *nodetest.Node, name string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for n.Metric(name) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %v, want %v", name, n.Metric(name), want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitMetric(t, fmt.Sprintf("%s = %v (now %v)", name, want, n.Metric(name)), func() bool { return n.Metric(name) == want })
 }
 
 // A member removed while its subscribe is under way must not keep the
@@ -134,7 +129,7 @@ func TestRemovalDuringSubscribeEndsTheSubscription(t *testing.T) {
 		}
 	}
 	wantError(t, list, pm.EUnauthorized, "")
-	waitMetric(t, c.Nodes[0], "pm_pubsub_local_subscriptions", 1) // the member's only
+	waitMetricIs(t, c.Nodes[0], "pm_pubsub_local_subscriptions", 1) // the member's only
 }
 
 // A connection that closes while its subscribe runs leaves nothing in the
@@ -153,7 +148,7 @@ func TestCloseDuringSubscribeLeavesNoSubscription(t *testing.T) {
 		t.Fatal("the request's context did not end with its connection")
 	}
 	close(gate.open)
-	waitMetric(t, c.Nodes[0], "pm_connections", 0)
+	waitMetricIs(t, c.Nodes[0], "pm_connections", 0)
 	if n := c.Nodes[0].Metric("pm_pubsub_local_subscriptions"); n != 0 {
 		t.Fatalf("%v subscriptions left behind by a closed connection", n)
 	}

@@ -136,21 +136,25 @@ func lockMembers(ctx context.Context, tx pgx.Tx, actor pm.Actor, project uuid.UU
 	return revision, nil
 }
 
-// memberColumns are read by scanMember, in its order.
-const memberColumns = `project_id, user_id, role, added_at, added_by`
+// selectMembers reads members with their profiles, in scanMember's order;
+// a WHERE clause on m (project_members) follows.
+const selectMembers = `SELECT m.project_id, m.user_id, m.role, m.added_at, m.added_by,
+		coalesce(u.name, ''), coalesce(u.email, '')
+	FROM project_members m
+	LEFT JOIN users u ON u.tenant_id = m.tenant_id AND u.user_id = m.user_id`
 
 func scanMember(row pgx.Row) (pm.Member, error) {
 	var m pm.Member
 	var role string
-	err := row.Scan(&m.ProjectID, &m.UserID, &role, &m.AddedAt, &m.AddedBy)
+	err := row.Scan(&m.ProjectID, &m.UserID, &role, &m.AddedAt, &m.AddedBy, &m.Profile.Name, &m.Profile.Email)
 	m.Role = pm.Role(role)
 	return m, err
 }
 
 // readMember reads a user's membership of a project; found is false for none.
 func readMember(ctx context.Context, tx pgx.Tx, tenant string, project, user uuid.UUID) (m pm.Member, found bool, err error) {
-	m, err = scanMember(tx.QueryRow(ctx, `SELECT `+memberColumns+` FROM project_members
-		WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`, tenant, project, user))
+	m, err = scanMember(tx.QueryRow(ctx, selectMembers+`
+		WHERE m.tenant_id = $1 AND m.project_id = $2 AND m.user_id = $3`, tenant, project, user))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return pm.Member{}, false, nil
 	}
@@ -182,8 +186,8 @@ func requireAnotherAdmin(ctx context.Context, tx pgx.Tx, tenant string, project 
 }
 
 func listMembers(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID) ([]pm.Member, error) {
-	rows, err := tx.Query(ctx, `SELECT `+memberColumns+` FROM project_members
-		WHERE tenant_id = $1 AND project_id = $2 ORDER BY user_id`, tenant, project)
+	rows, err := tx.Query(ctx, selectMembers+`
+		WHERE m.tenant_id = $1 AND m.project_id = $2 ORDER BY m.user_id`, tenant, project)
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}

@@ -98,9 +98,10 @@ func Migrate(ctx context.Context, databaseURL string, logger *slog.Logger) error
 	case err == nil:
 	case errors.Is(err, migrate.ErrNoChange):
 	case errors.As(err, &dirty):
-		previous := dirty.Version - 1 // versions are consecutive
-		if previous < 1 {
-			previous = -1 // none
+		// The version before it, which need not be one less: numbers may be skipped.
+		previous := -1 // none
+		if p, err := src.Prev(uint(dirty.Version)); err == nil {
+			previous = int(p)
 		}
 		return fmt.Errorf("migrate: the schema is dirty at version %d: that migration failed part-way "+
 			"(a file runs as one transaction, so its statements were rolled back, but the version stays marked dirty); "+

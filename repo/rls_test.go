@@ -15,7 +15,7 @@ import (
 	"github.com/pmhq/pm/repo/repotest"
 )
 
-var tables = []string{"project_revisions", "work_items", "project_members", "activity_log"}
+var tables = []string{"project_revisions", "work_items", "project_members", "activity_log", "users"}
 
 // TestRowLevelSecurity checks the policies with the application role and
 // queries that do not filter by tenant.
@@ -29,6 +29,11 @@ func TestRowLevelSecurity(t *testing.T) {
 		b.create(t, pm.NewWorkItem{Type: pm.TypeTask})
 	}
 	repotest.MustProject(t, s, b.admin)
+	for _, actor := range []pm.Actor{a.admin, b.admin, b.editor, b.viewer} {
+		if err := s.RecordProfile(ctx, actor, pm.Profile{Name: "User " + actor.User.String()[:8]}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	app := repotest.MustPool(t, dsn)
 	admin := repotest.MustPool(t, repotest.AdminDatabaseURL(t, dsn))
 

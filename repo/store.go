@@ -40,6 +40,8 @@ import (
 const (
 	DefaultAcquireTimeout   = 2 * time.Second
 	DefaultStatementTimeout = 5 * time.Second
+	DefaultLoadPageRows     = 1000
+	DefaultLoadPageBytes    = 1 << 20
 )
 
 const (
@@ -84,6 +86,20 @@ type Config struct {
 	// MaxConns caps the pool's connections; 0 means pgx's default (the
 	// larger of 4 and the number of CPUs, or pool_max_conns in DatabaseURL).
 	MaxConns int32
+	// LoadPageRows bounds the items of one page of StreamWorkItems, and so
+	// what a load holds in memory at once. 0 means DefaultLoadPageRows (1000).
+	LoadPageRows int
+	// LoadPageBytes bounds the text (titles, descriptions, positions, plus
+	// 256 bytes a row) of one page of StreamWorkItems; a page holds at least
+	// one item, so it may overshoot by one. 0 means DefaultLoadPageBytes
+	// (1 MiB).
+	LoadPageBytes int
+	// MaxConcurrentLoads bounds the StreamWorkItems reads that run at once;
+	// more wait for a turn (within their context) instead of for a
+	// connection. A load holds its connection while its caller takes the
+	// pages, which a slow client can make long: the bound keeps connections
+	// for writes. 0 means half the pool's connections, at least 1.
+	MaxConcurrentLoads int
 	// AllowRLSBypass lets Open connect as a superuser or a BYPASSRLS role,
 	// to which row-level security does not apply. For development only:
 	// tenant isolation then rests on the queries alone. Open logs a warning.
@@ -97,6 +113,9 @@ type Config struct {
 type Store struct {
 	pool           *pgxpool.Pool
 	acquireTimeout time.Duration
+	pageRows       int
+	pageBytes      int64
+	loads          chan struct{} // a slot per running StreamWorkItems
 	logger         *slog.Logger
 	closed         atomic.Bool
 }
@@ -114,6 +133,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.LoadPageRows <= 0 {
+		cfg.LoadPageRows = DefaultLoadPageRows
+	}
+	if cfg.LoadPageBytes <= 0 {
+		cfg.LoadPageBytes = DefaultLoadPageBytes
+	}
 	if cfg.MaxConns < 0 {
 		return nil, fmt.Errorf("repo: MaxConns %d is negative", cfg.MaxConns)
 	}
@@ -123,6 +148,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.MaxConns > 0 {
 		poolConfig.MaxConns = cfg.MaxConns
+	}
+	if cfg.MaxConcurrentLoads <= 0 {
+		cfg.MaxConcurrentLoads = max(1, int(poolConfig.MaxConns)/2)
 	}
 	cc := poolConfig.ConnConfig
 	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)
@@ -141,7 +169,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repo: create pool: %w", err)
 	}
-	s := &Store{pool: pool, acquireTimeout: cfg.AcquireTimeout, logger: cfg.Logger}
+	s := &Store{
+		pool: pool, acquireTimeout: cfg.AcquireTimeout, logger: cfg.Logger,
+		pageRows: cfg.LoadPageRows, pageBytes: int64(cfg.LoadPageBytes),
+		loads: make(chan struct{}, cfg.MaxConcurrentLoads),
+	}
 	if err := s.checkRole(ctx, cfg.AllowRLSBypass); err != nil {
 		pool.Close()
 		return nil, err
@@ -235,6 +267,12 @@ var (
 // errRollback, run rolls back and returns nil. Errors come back wrapped in
 // op, client-visible ones with a *pm.Error in their chain.
 func (s *Store) run(ctx context.Context, op, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	return s.runWhile(ctx, op, tenant, opts, fn, nil)
+}
+
+// runWhile is run, except that it runs the transaction again only while
+// mayRetry, if not nil, says so: e.g. until part of the result has left.
+func (s *Store) runWhile(ctx context.Context, op, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error, mayRetry func() bool) error {
 	if !pm.ValidTenant(tenant) {
 		return fmt.Errorf("%s: %w", op, pm.Errorf(pm.EUnauthorized, "invalid tenant"))
 	}
@@ -243,7 +281,7 @@ func (s *Store) run(ctx context.Context, op, tenant string, opts pgx.TxOptions, 
 		if err == nil || errors.Is(err, errRollback) {
 			return nil
 		}
-		if attempt < txAttempts && retryable(err) && ctx.Err() == nil {
+		if attempt < txAttempts && retryable(err) && ctx.Err() == nil && (mayRetry == nil || mayRetry()) {
 			s.logger.Debug("repo: retrying transaction", "op", op, "attempt", attempt, "error", err)
 			backoff := time.Duration(attempt) * time.Duration(5+rand.IntN(20)) * time.Millisecond
 			t := time.NewTimer(backoff)

@@ -18,17 +18,18 @@ const itemColumns = `id, project_id, parent_id, item_type, title, description, s
 	assignee_id, position, story_points, version, revision, created_at, updated_at, deleted_at,
 	created_by, updated_by`
 
-// scanItem reads a row of itemColumns.
-func scanItem(row pgx.Row) (pm.WorkItem, error) {
+// scanItem reads a row of itemColumns, and then into extra the columns that
+// follow them.
+func scanItem(row pgx.Row, extra ...any) (pm.WorkItem, error) {
 	var (
 		w                          pm.WorkItem
 		parent, assignee           *uuid.UUID
 		itemType, status, priority string
 		deletedAt                  *time.Time
 	)
-	err := row.Scan(&w.ID, &w.ProjectID, &parent, &itemType, &w.Title, &w.Description, &status, &priority,
+	err := row.Scan(append([]any{&w.ID, &w.ProjectID, &parent, &itemType, &w.Title, &w.Description, &status, &priority,
 		&assignee, &w.Position, &w.StoryPoints, &w.Version, &w.Revision, &w.CreatedAt, &w.UpdatedAt, &deletedAt,
-		&w.CreatedBy, &w.UpdatedBy)
+		&w.CreatedBy, &w.UpdatedBy}, extra...)...)
 	if err != nil {
 		return pm.WorkItem{}, err
 	}
@@ -43,10 +44,6 @@ func scanItem(row pgx.Row) (pm.WorkItem, error) {
 		w.DeletedAt = *deletedAt
 	}
 	return w, nil
-}
-
-func collectItems(rows pgx.Rows) ([]pm.WorkItem, error) {
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (pm.WorkItem, error) { return scanItem(row) })
 }
 
 // nullID is id as a query argument, NULL for uuid.Nil.
@@ -506,17 +503,66 @@ func staleVersion(current, expected int64) *pm.Error {
 	}
 }
 
-// ListWorkItems reads a project's items (viewer role) in one snapshot: every
-// live item, or with q.SinceRevision every item changed after that revision,
-// or else with q.SinceTime every item changed after that time (tombstones
-// included for both), ordered by position. The snapshot's revision and time
-// say what the read saw.
+// ListWorkItems reads a project's items (viewer role) in one snapshot, as
+// StreamWorkItems selects and orders them, and returns them all at once with
+// the snapshot. It holds the whole result in memory: for small projects and
+// tests; a node streams loads instead.
 func (s *Store) ListWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkItemQuery) (items []pm.WorkItem, snap pm.Snapshot, err error) {
+	items = []pm.WorkItem{}
+	err = s.StreamWorkItems(ctx, actor, q, func(sn pm.Snapshot, page []pm.WorkItem) error {
+		snap = sn
+		items = append(items, page...)
+		return nil
+	})
+	if err != nil {
+		return nil, pm.Snapshot{}, err
+	}
+	return items, snap, nil
+}
+
+// StreamWorkItems reads a project's items (viewer role) in one snapshot —
+// every live item, or with q.SinceRevision every item changed after that
+// revision, or else with q.SinceTime every item changed after that time
+// (tombstones included for both) — ordered by position, then id, and hands
+// them to page a page at a time: at least once (an empty result is one empty
+// page), always with the same snapshot, whose revision and time say what the
+// read saw. A page holds at most Config.LoadPageRows items and about
+// Config.LoadPageBytes of their text (at least one item, so one item may
+// overshoot it). page must not keep the slice, which is reused; it may keep
+// the items' strings. An error from page ends the read and is returned in
+// the chain of StreamWorkItems' error.
+//
+// The pages are read with keyset pagination inside one REPEATABLE READ, READ
+// ONLY transaction, which stays open while page runs: a slow page holds a
+// database connection and the snapshot. So at most
+// Config.MaxConcurrentLoads reads run at once; the others wait for a turn
+// until ctx ends (then UNAVAILABLE). A failure worth retrying (a
+// serialization failure or deadlock) runs the read again only while no page
+// has been handed out; after the first page it fails, with UNAVAILABLE when
+// the database is to blame, because the caller has acted on pages already.
+func (s *Store) StreamWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkItemQuery, page func(pm.Snapshot, []pm.WorkItem) error) error {
 	op := "list work items of project " + q.ProjectID.String()
 	if q.SinceRevision < 0 {
-		return nil, pm.Snapshot{}, fmt.Errorf("%s: %w", op, pm.FieldErrorf("since_revision", "since_revision must not be negative"))
+		return fmt.Errorf("%s: %w", op, pm.FieldErrorf("since_revision", "since_revision must not be negative"))
 	}
-	err = s.run(ctx, op, actor.Tenant, snapshot, func(tx pgx.Tx) error {
+	args := pgx.NamedArgs{"tenant": actor.Tenant, "project": q.ProjectID, "rows": s.pageRows, "bytes": s.pageBytes}
+	filter := `deleted_at IS NULL`
+	switch {
+	case q.SinceRevision > 0:
+		filter, args["since"] = `revision > @since`, q.SinceRevision
+	case !q.SinceTime.IsZero():
+		filter, args["since"] = `updated_at > @since`, q.SinceTime
+	}
+	first, next := itemPageQuery(filter, false), itemPageQuery(filter, true)
+	select {
+	case s.loads <- struct{}{}:
+		defer func() { <-s.loads }()
+	case <-ctx.Done():
+		return fmt.Errorf("%s: wait for a turn among the running loads: %w", op, classify(ctx.Err()))
+	}
+	handed := false // a page went to the caller: the read must not start over
+	read := func(tx pgx.Tx) error {
+		var snap pm.Snapshot
 		err := tx.QueryRow(ctx, `SELECT revision, now() FROM project_revisions
 			WHERE tenant_id = $1 AND project_id = $2`, actor.Tenant, q.ProjectID).Scan(&snap.Revision, &snap.Time)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -528,28 +574,67 @@ func (s *Store) ListWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkItem
 		if _, err := requireRole(ctx, tx, actor, q.ProjectID, pm.RoleViewer); err != nil {
 			return err
 		}
-		base := `SELECT ` + itemColumns + ` FROM work_items WHERE tenant_id = $1 AND project_id = $2`
-		var rows pgx.Rows
-		switch {
-		case q.SinceRevision > 0:
-			rows, err = tx.Query(ctx, base+` AND revision > $3 ORDER BY position, id`, actor.Tenant, q.ProjectID, q.SinceRevision)
-		case !q.SinceTime.IsZero():
-			rows, err = tx.Query(ctx, base+` AND updated_at > $3 ORDER BY position, id`, actor.Tenant, q.ProjectID, q.SinceTime)
-		default:
-			rows, err = tx.Query(ctx, base+` AND deleted_at IS NULL ORDER BY position, id`, actor.Tenant, q.ProjectID)
+		var items []pm.WorkItem
+		for query := first; ; query = next {
+			rows, err := tx.Query(ctx, query, args)
+			if err != nil {
+				return fmt.Errorf("read work items: %w", err)
+			}
+			items, err = appendItems(items[:0], rows)
+			if err != nil {
+				return fmt.Errorf("read work items: %w", err)
+			}
+			if len(items) == 0 && handed {
+				return nil
+			}
+			handed = true
+			if err := page(snap, items); err != nil {
+				return err
+			}
+			if len(items) == 0 {
+				return nil
+			}
+			last := &items[len(items)-1]
+			args["after_position"], args["after_id"] = last.Position, last.ID
 		}
-		if err != nil {
-			return fmt.Errorf("read work items: %w", err)
-		}
-		if items, err = collectItems(rows); err != nil {
-			return fmt.Errorf("read work items: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, pm.Snapshot{}, err
 	}
-	return items, snap, nil
+	return s.runWhile(ctx, op, actor.Tenant, snapshot, read, func() bool { return !handed })
+}
+
+// itemRowOverhead approximates the bytes of a row's columns besides its text
+// (ids, enums, numbers, times) for the page size bound.
+const itemRowOverhead = "256"
+
+// itemPageQuery returns the query of one page of a load: the next rows in
+// (position, id) order that match filter — after (@after_position,
+// @after_id) unless first — at most @rows of them, and only as many as fit
+// in @bytes of text (the first always does). The sizes come from
+// octet_length, which reads a TOASTed description's length without
+// fetching it, so the candidates past the cut cost no more than their keys.
+func itemPageQuery(filter string, after bool) string {
+	keyset := ""
+	if after {
+		keyset = ` AND (position, id) > (@after_position, @after_id)`
+	}
+	return `SELECT ` + itemColumns + `
+		FROM (
+			SELECT *, sum(size) OVER (ORDER BY position, id) - size AS bytes_before
+			FROM (
+				SELECT ` + itemColumns + `,
+					octet_length(title) + octet_length(description) + octet_length(position) + ` + itemRowOverhead + ` AS size
+				FROM work_items
+				WHERE tenant_id = @tenant AND project_id = @project AND ` + filter + keyset + `
+				ORDER BY position, id
+				LIMIT @rows
+			) page
+		) sized
+		WHERE bytes_before < @bytes
+		ORDER BY position, id`
+}
+
+// appendItems appends the rows of itemColumns to items and closes rows.
+func appendItems(items []pm.WorkItem, rows pgx.Rows) ([]pm.WorkItem, error) {
+	return pgx.AppendRows(items, rows, func(row pgx.CollectableRow) (pm.WorkItem, error) { return scanItem(row) })
 }
 
 // GetWorkItem reads one item as it is now, a tombstone included (viewer

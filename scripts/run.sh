@@ -7,6 +7,9 @@
 #   HAProxy                PM_LB_ADDR in front of them, stats on PM_LB_STATS_ADDR
 #   demo data              tenant demo: alice (admin), bob (editor), carol (viewer), one project
 #
+# It prints, for each demo user, a URL that opens the board signed in
+# (http://<entry>/#token=<jwt>&project=<id>, also in .run/<user>.url).
+#
 # Processes keep running in the background; `make stop` (scripts/stop.sh)
 # stops them, and a new run stops the previous one first. Logs, pid files, the
 # rendered HAProxy config and the JWT secret live in .run/.
@@ -14,7 +17,9 @@
 # Environment (defaults in brackets):
 #   NODES [2], PM_LB_ADDR [127.0.0.1:8080], PM_LB_STATS_ADDR [127.0.0.1:8404],
 #   PM_NODE_BASE_PORT [8180], PM_ADMIN_BASE_PORT [9190],
-#   PM_JWT_SECRET [generated once, kept in .run/jwt-secret], READY_WAIT [60 seconds].
+#   PM_JWT_SECRET [generated once, kept in .run/jwt-secret], READY_WAIT [60 seconds],
+#   PM_DB_NAME [pm] (the database: clusters side by side need one each, and a
+#   PM_REDIS_PREFIX each).
 #   Other PM_* variables (PM_LOG_LEVEL, PM_REDIS_PREFIX, …) pass through to the nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +29,7 @@ readonly NODE_BASE_PORT="${PM_NODE_BASE_PORT:-8180}" ADMIN_BASE_PORT="${PM_ADMIN
 export PM_LB_ADDR="${PM_LB_ADDR:-127.0.0.1:8080}"
 export PM_LB_STATS_ADDR="${PM_LB_STATS_ADDR:-127.0.0.1:8404}"
 readonly READY_WAIT="${READY_WAIT:-60}"
+export PM_DB_NAME="${PM_DB_NAME:-pm}" # scripts/dbsetup.sh makes it
 readonly RUN_DIR=.run
 
 # The demo tenant: fixed ids, so tokens and links survive restarts.
@@ -32,6 +38,8 @@ readonly ALICE=a11ce000-0000-4000-8000-000000000001 # admin (creates the project
 readonly BOB=b0b00000-0000-4000-8000-000000000002   # editor
 readonly CAROL=ca201000-0000-4000-8000-000000000003 # viewer
 readonly PROJECT=de300000-0000-4000-8000-000000000001
+# Their names and emails, as the board shows them (the tokens' claims).
+readonly ALICE_NAME="Alice Adams" BOB_NAME="Bob Brown" CAROL_NAME="Carol Clark"
 
 log() { printf 'run: %s\n' "$*"; }
 warn() { printf 'run: warning: %s\n' "$*" >&2; }
@@ -132,7 +140,7 @@ fi
 for ((i = 1; i <= NODES; i++)); do
 	# All nodes start at once: their migrations serialise on an advisory lock.
 	start "node-$i" "$RUN_DIR/node-$i.log" env \
-		PM_DATABASE_URL="postgres://pm_app:pm_app@127.0.0.1:5432/pm?sslmode=disable" \
+		PM_DATABASE_URL="postgres://pm_app:pm_app@127.0.0.1:5432/$PM_DB_NAME?sslmode=disable" \
 		PM_REDIS_URL="redis://127.0.0.1:6379/0" \
 		PM_LISTEN_ADDR="127.0.0.1:$((NODE_BASE_PORT + i))" \
 		PM_ADMIN_ADDR="127.0.0.1:$((ADMIN_BASE_PORT + i))" \
@@ -196,13 +204,25 @@ fi
 
 status=0
 if $have_pmctl; then
-	token() { bin/pmctl token --secret "$PM_JWT_SECRET" --tenant "$TENANT" --user "$1" --ttl 24h; }
-	if ! { alice_token=$(token "$ALICE") && bob_token=$(token "$BOB") && carol_token=$(token "$CAROL"); }; then
+	# token USER NAME EMAIL
+	token() {
+		bin/pmctl token --secret "$PM_JWT_SECRET" --tenant "$TENANT" --user "$1" --ttl 24h -name "$2" -email "$3"
+	}
+	if ! { alice_token=$(token "$ALICE" "$ALICE_NAME" alice@demo.test) &&
+		bob_token=$(token "$BOB" "$BOB_NAME" bob@demo.test) &&
+		carol_token=$(token "$CAROL" "$CAROL_NAME" carol@demo.test); }; then
 		die "bin/pmctl token failed"
 	fi
-	printf '%s\n' "$alice_token" >"$RUN_DIR/alice.token"
-	printf '%s\n' "$bob_token" >"$RUN_DIR/bob.token"
-	printf '%s\n' "$carol_token" >"$RUN_DIR/carol.token"
+	# The board reads the token from the URL's fragment, which browsers
+	# never send: it stays out of every request line and log.
+	alice_url="http://$entry/#token=$alice_token&project=$PROJECT"
+	bob_url="http://$entry/#token=$bob_token&project=$PROJECT"
+	carol_url="http://$entry/#token=$carol_token&project=$PROJECT"
+	for user in alice bob carol; do
+		token_var="${user}_token" url_var="${user}_url"
+		printf '%s\n' "${!token_var}" >"$RUN_DIR/$user.token"
+		printf '%s\n' "${!url_var}" >"$RUN_DIR/$user.url"
+	done
 	if bin/pmctl demo -h >/dev/null 2>&1; then
 		log "seeding tenant $TENANT, project $PROJECT"
 		if ! bin/pmctl demo --url "ws://$entry/ws" --token "$alice_token" \
@@ -210,6 +230,12 @@ if $have_pmctl; then
 			warn "bin/pmctl demo failed (the cluster is running; see above and $RUN_DIR/node-*.log)"
 			status=1
 		fi
+		# A node records a user's name when the user connects: bob and carol
+		# connect once, so that the board shows their names before they sign in.
+		for t in "$bob_token" "$carol_token"; do
+			bin/pmctl get --url "ws://$entry/ws" --token "$t" --project "$PROJECT" >/dev/null ||
+				warn "bin/pmctl get failed: the board may show a member without a name"
+		done
 	else
 		warn "bin/pmctl has no demo command yet: no demo project was created"
 	fi
@@ -222,19 +248,24 @@ echo "pm is running: $NODES node(s)$($lb_enabled && echo " behind HAProxy")."
 if $have_pmctl; then
 	cat <<EOF
 
+  The board:         http://$entry/   (sign in with a token, or open a user's link, valid 24h:)
+    alice (admin)    $alice_url
+    bob (editor)     $bob_url
+    carol (viewer)   $carol_url
   WebSocket:         ws://$entry/ws   (Authorization: Bearer <token>, or ?access_token=<token>)
   The board as text: bin/pmctl get --url ws://$entry/ws --token "\$(cat $RUN_DIR/alice.token)" --project $PROJECT
 
   Tenant $TENANT, project $PROJECT; tokens valid 24h:
-    alice (admin)  $ALICE
+    alice (admin)  $ALICE  $ALICE_NAME <alice@demo.test>
       $alice_token
-    bob (editor)   $BOB
+    bob (editor)   $BOB  $BOB_NAME <bob@demo.test>
       $bob_token
-    carol (viewer) $CAROL
+    carol (viewer) $CAROL  $CAROL_NAME <carol@demo.test>
       $carol_token
 EOF
 else
 	echo
+	echo "  The board:         http://$entry/"
 	echo "  WebSocket:         ws://$entry/ws"
 fi
 echo

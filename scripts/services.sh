@@ -6,6 +6,8 @@
 #   Redis      on 127.0.0.1:6379
 #   redis-server and haproxy installed: the end-to-end tests start their own
 #              (`make run` uses HAProxy too; outside CI HAProxy is optional)
+#   node and npm (Node.js), for the board's build and tests in web/
+#   chromium   Debian's, for the browser tests (never a downloaded browser)
 #
 # It is idempotent: when everything already answers it changes nothing. As root
 # it installs missing packages with apt-get and starts stopped services; as
@@ -13,7 +15,8 @@
 #
 # Environment:
 #   SERVICES_WAIT  seconds to wait for each service to answer (default 60)
-#   CI             when set (non-empty), HAProxy is required: failing to install it is an error
+#   CI             when set (non-empty), HAProxy, Node.js and Chromium are required:
+#                  failing to install them is an error
 set -euo pipefail
 
 readonly PG_HOST=127.0.0.1 PG_PORT=5432
@@ -198,6 +201,36 @@ ensure_haproxy() {
 	fi
 }
 
+# ---------------------------------------------------- Node.js and Chromium
+
+# ensure_tool makes sure command cmd exists, installing Debian packages pkgs as
+# root; what it is needed for is said in why. Under CI a missing tool is an
+# error, elsewhere a warning (the tests that need it then skip).
+ensure_tool() {
+	local cmd=$1 why=$2
+	shift 2
+	if command -v "$cmd" >/dev/null; then
+		log "$cmd is installed ($("$cmd" --version 2>/dev/null | head -n 1))"
+		return
+	fi
+	if ! is_root; then
+		[[ -z "${CI:-}" ]] || need_root "$cmd is not installed (CI is set: $why)" \
+			"apt-get update" "apt-get install -y $*"
+		warn "$cmd is not installed ($why): sudo apt-get install -y $*"
+		return
+	fi
+	if apt_install "$@" && command -v "$cmd" >/dev/null; then
+		log "$cmd installed ($("$cmd" --version 2>/dev/null | head -n 1))"
+	elif [[ -n "${CI:-}" ]]; then
+		die "could not install $*, and CI is set: $why"
+	else
+		warn "could not install $*: $why"
+	fi
+}
+
 ensure_postgres
 ensure_redis
 ensure_haproxy
+ensure_tool node "the board is built and tested with Node.js" nodejs
+ensure_tool npm "the board's packages come through npm ci" npm
+ensure_tool chromium "the browser tests drive Debian's Chromium" chromium

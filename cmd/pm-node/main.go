@@ -1,6 +1,6 @@
 // Command pm-node is the pm server: a stateless WebSocket node that serves
-// clients at /ws, stores work items in Postgres and fans events out to the
-// other nodes through Redis. Every setting is a flag with a matching PM_*
+// clients at /ws and the browser board at /, stores work items in Postgres
+// and fans events out to the other nodes through Redis. Every setting is a flag with a matching PM_*
 // environment variable; run with no arguments it serves with the defaults.
 package main
 
@@ -27,6 +27,7 @@ import (
 	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/pubsub"
 	"github.com/pmhq/pm/repo"
+	"github.com/pmhq/pm/web"
 )
 
 func main() {
@@ -58,6 +59,7 @@ type config struct {
 	DBAcquireTimeout time.Duration
 	DBStatementTime  time.Duration
 	DBMaxConns       int
+	DBMaxLoads       int
 	RequestTimeout   time.Duration
 	MaxFrameBytes    int
 	SendQueueBytes   int
@@ -126,7 +128,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	str(&c.JWTAudience, "jwt-audience", "PM_JWT_AUDIENCE", "", "required aud claim, if set")
 	str(&c.JWTIssuer, "jwt-issuer", "PM_JWT_ISSUER", "", "required iss claim, if set")
 	duration(&c.JWTMaxLifetime, "jwt-max-lifetime", "PM_JWT_MAX_LIFETIME", 24*time.Hour, "longest a token may be valid (exp - iat); negative: no cap")
-	str(&c.ListenAddr, "listen-addr", "PM_LISTEN_ADDR", ":8080", "client address (GET /ws)")
+	str(&c.ListenAddr, "listen-addr", "PM_LISTEN_ADDR", ":8080", "client address (GET /ws, the board at /)")
 	str(&c.AdminAddr, "admin-addr", "PM_ADMIN_ADDR", ":9090", "admin address (/metrics, /healthz, /readyz)")
 	boolean(&c.Migrate, "migrate", "PM_MIGRATE", true, "apply pending migrations at start (safe with several nodes)")
 	str(&c.NodeID, "node-id", "PM_NODE_ID", "", "name of this node in logs (default: host name)")
@@ -135,6 +137,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	duration(&c.DBAcquireTimeout, "db-acquire-timeout", "PM_DB_ACQUIRE_TIMEOUT", 2*time.Second, "longest wait for a database connection")
 	duration(&c.DBStatementTime, "db-statement-timeout", "PM_DB_STATEMENT_TIMEOUT", 5*time.Second, "longest a statement may run")
 	integer(&c.DBMaxConns, "db-max-conns", "PM_DB_MAX_CONNS", 0, "database pool size (0: pgx default)")
+	integer(&c.DBMaxLoads, "db-max-loads", "PM_DB_MAX_LOADS", 0, "project loads streaming at once, each holding a database connection (0: half the pool)")
 	duration(&c.RequestTimeout, "request-timeout", "PM_REQUEST_TIMEOUT", 10*time.Second, "longest one request may take")
 	integer(&c.MaxFrameBytes, "max-frame-bytes", "PM_MAX_FRAME_BYTES", 256<<10, "largest frame a client may send (larger: close 1009)")
 	integer(&c.SendQueueBytes, "send-queue-bytes", "PM_SEND_QUEUE_BYTES", 4<<20, "bytes queued for one client before it is dropped as a slow consumer (close 4000)")
@@ -249,12 +252,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 	store, err := repo.Open(ctx, repo.Config{
-		DatabaseURL:      cfg.DatabaseURL,
-		AcquireTimeout:   cfg.DBAcquireTimeout,
-		StatementTimeout: cfg.DBStatementTime,
-		MaxConns:         int32(cfg.DBMaxConns),
-		AllowRLSBypass:   cfg.AllowRLSBypass,
-		Logger:           log,
+		DatabaseURL:        cfg.DatabaseURL,
+		AcquireTimeout:     cfg.DBAcquireTimeout,
+		StatementTimeout:   cfg.DBStatementTime,
+		MaxConns:           int32(cfg.DBMaxConns),
+		MaxConcurrentLoads: cfg.DBMaxLoads,
+		AllowRLSBypass:     cfg.AllowRLSBypass,
+		Logger:             log,
 	})
 	if errors.Is(err, repo.ErrRLSBypass) {
 		return fmt.Errorf("%w (PM_ALLOW_RLS_BYPASS=true, or -allow-rls-bypass, starts anyway: development only)", err)
@@ -328,6 +332,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Idempotency:    ledger,
 		Auth:           auth,
 		AllowedOrigins: origins,
+		Assets:         web.Dist,
 		MaxFrameBytes:  cfg.MaxFrameBytes,
 		SendQueueBytes: cfg.SendQueueBytes,
 		RequestTimeout: cfg.RequestTimeout,

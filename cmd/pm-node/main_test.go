@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/node/nodetest"
 	"github.com/pmhq/pm/repo/repotest"
 )
@@ -79,6 +80,8 @@ func TestRunServesAndStops(t *testing.T) {
 	for url, want := range map[string]int{
 		"http://" + admin.String() + "/readyz": http.StatusOK,
 		"http://" + client.String() + "/ws":    http.StatusUnauthorized, // no token
+		"http://" + client.String() + "/":      http.StatusOK,           // the board
+		"http://" + client.String() + "/nope":  http.StatusNotFound,
 	} {
 		resp, err := http.Get(url)
 		if err != nil {
@@ -88,6 +91,18 @@ func TestRunServesAndStops(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Fatalf("GET %s: %d, want %d", url, resp.StatusCode, want)
 		}
+	}
+	// The board is the bundle pm-node embeds, under its policy.
+	resp, err := http.Get("http://" + client.String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Content-Type"); got != "text/html; charset=utf-8" {
+		t.Errorf("GET /: Content-Type %q", got)
+	}
+	if got := resp.Header.Get("Content-Security-Policy"); got != node.BoardPolicy {
+		t.Errorf("GET /: Content-Security-Policy %q", got)
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("run after shutdown: %v", err)

@@ -1,6 +1,6 @@
 // Command pmctl is pm's operator CLI:
 //
-//	pmctl token  prints a signed HS256 token for a user of a tenant
+//	pmctl token  prints a signed HS256 token for a user of a tenant , optionally with a name and email
 //	pmctl tail   prints a project's events as they cross Redis (no node needed)
 //	pmctl demo   seeds a demo project through a node, idempotently
 //	pmctl get    prints a project's board, grouped by status

@@ -17,6 +17,7 @@ import (
 	"github.com/pmhq/pm/client"
 	"github.com/pmhq/pm/node/nodetest"
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
+	"github.com/pmhq/pm/repo/repotest"
 )
 
 const tenant = "acme"
@@ -120,6 +121,23 @@ func TestToken(t *testing.T) {
 	}
 	if code, _, _ := pmctl(ctx, nil, "token", "--secret", "s", "--tenant", "a:b", "--user", user.String()); code != 1 {
 		t.Errorf("bad tenant: exit %d, want 1", code)
+	}
+
+	// -name and -email: the claims the node shows as the user's name and email.
+	code, stdout, stderr = pmctl(ctx, map[string]string{"PM_JWT_SECRET": "s3cret"},
+		"token", "--tenant", tenant, "--user", user.String(), "-name", "Alice Adams", "-email", "alice@demo.test")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	profile := jwt.MapClaims{}
+	if _, err := jwt.ParseWithClaims(strings.TrimSpace(stdout), profile, func(*jwt.Token) (any, error) { return []byte("s3cret"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if profile["name"] != "Alice Adams" || profile["email"] != "alice@demo.test" {
+		t.Errorf("claims %v, want name and email", profile)
+	}
+	if code, _, stderr := pmctl(ctx, nil, "token", "--secret", "s", "--tenant", tenant, "--user", user.String(), "-email", "nope"); code != 1 {
+		t.Errorf("bad email: exit %d, want 1 (%s)", code, stderr)
 	}
 }
 
@@ -360,5 +378,35 @@ func TestCreateUpdateDelete(t *testing.T) {
 	items, _, err := cl.Store.ListWorkItems(ctx, pm.Actor{Tenant: tenant, User: owner}, pm.WorkItemQuery{ProjectID: uuid.MustParse(project)})
 	if err != nil || len(items) != 1 {
 		t.Fatalf("after deletes: %d live items, %v", len(items), err)
+	}
+}
+
+// A project whose board is larger than one frame: get prints all of it, and
+// update finds an item in the last chunk.
+func TestLargeProject(t *testing.T) {
+	cl := nodetest.Start(t, nodetest.Options{})
+	owner := uuid.New()
+	env := map[string]string{"PM_URL": cl.Nodes[0].URL(), "PM_TOKEN": cl.Token(tenant, owner)}
+	ctx := testContext(t)
+	code, stdout, stderr := pmctl(ctx, env, "create", "-type", "project", "-title", "Archive")
+	m := regexp.MustCompile(`created \w+ ([0-9a-f-]{36}) `).FindStringSubmatch(stdout)
+	if code != 0 || m == nil {
+		t.Fatalf("create: exit %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+	project := m[1]
+	items := repotest.MustInsertItems(t, cl.DatabaseURL, pm.Actor{Tenant: tenant, User: owner}, uuid.MustParse(project), 270,
+		func(i int, w *pm.WorkItem) { w.Description = strings.Repeat("d", pm.DescriptionMaxBytes) })
+
+	code, stdout, stderr = pmctl(ctx, env, "get", "--project", project)
+	if code != 0 {
+		t.Fatalf("get: exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "BACKLOG (270)") || strings.Count(stdout, " Task ") != 270 {
+		t.Fatalf("get shows %d tasks:\n%.2000s", strings.Count(stdout, " Task "), stdout)
+	}
+	last := items[len(items)-1].ID.String()
+	code, stdout, stderr = pmctl(ctx, env, "update", "-project", project, "-item", last, "-status", "done")
+	if code != 0 || !strings.Contains(stdout, "version 2") {
+		t.Fatalf("update: exit %d, stdout %q, stderr %s", code, stdout, stderr)
 	}
 }

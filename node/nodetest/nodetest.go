@@ -28,6 +28,7 @@ import (
 	"github.com/pmhq/pm/pubsub"
 	"github.com/pmhq/pm/repo"
 	"github.com/pmhq/pm/repo/repotest"
+	"github.com/pmhq/pm/web"
 )
 
 // Options configures a test cluster. Zero values are fine.
@@ -43,6 +44,9 @@ type Options struct {
 	// Logs, if set, receives the nodes' logs; default: only when -v and
 	// PM_TEST_LOGS is set.
 	Logs io.Writer
+	// Board serves the browser board pm-node embeds (web.Dist) at /, as
+	// pm-node does. Configure may set another bundle.
+	Board bool
 }
 
 // Cluster is a set of nodes sharing one database and one Redis prefix.
@@ -167,6 +171,9 @@ func (c *Cluster) startNode(id string) *Node {
 		NodeID: id, Store: store, Fanout: hub, Auth: auth,
 		Logger: log, Registerer: reg, Gatherer: reg,
 	}
+	if c.opts.Board {
+		cfg.Assets = web.Dist
+	}
 	if !c.opts.NoIdempotency {
 		ledger, err := pubsub.NewLedger(pubsub.LedgerConfig{Redis: rdb, Prefix: c.Prefix, Logger: log, Registerer: reg})
 		if err != nil {
@@ -186,9 +193,14 @@ func (c *Cluster) startNode(id string) *Node {
 	if err != nil {
 		tb.Fatalf("nodetest: listen: %v", err)
 	}
+	// One listener for both: the admin endpoints at their paths, the
+	// client endpoints (/ws, the board) at every other.
 	mux := http.NewServeMux()
-	mux.Handle("/ws", srv.Handler())
-	mux.Handle("/", srv.AdminHandler())
+	admin := srv.AdminHandler()
+	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
+		mux.Handle(path, admin)
+	}
+	mux.Handle("/", srv.Handler())
 	n := &Node{
 		Server: srv, Registry: reg, addr: ln.Addr().String(),
 		http: &http.Server{Handler: mux}, hub: hub, rdb: rdb, served: make(chan struct{}),

@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pmhq/pm"
+	"github.com/pmhq/pm/position"
 	"github.com/pmhq/pm/repo"
 )
 
@@ -271,4 +272,75 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// MustInsertItems inserts n tasks under a project with one multi-row
+// INSERT, as the application role in actor's tenant (row-level security
+// applies, which rules COPY out), in one transaction that bumps the
+// project's revision once: every new item carries that revision. It is for
+// tests that need large projects fast; it writes no activity entries.
+//
+// Each item starts as a task titled "Task <i>", backlog, medium priority,
+// at version 1, its position after the previous item's (starting after the
+// project's "a0"); fill, if not nil, may change the i-th item's ID, title,
+// description, status, priority and position before it is written. It
+// returns the items with the fields it wrote (not the timestamps).
+func MustInsertItems(tb testing.TB, databaseURL string, actor pm.Actor, project uuid.UUID, n int, fill func(i int, w *pm.WorkItem)) []pm.WorkItem {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*setupTimeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		tb.Fatalf("repotest: insert items: connect: %v", err)
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		tb.Fatalf("repotest: insert items: begin: %v", err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true)`, actor.Tenant); err != nil {
+		tb.Fatalf("repotest: insert items: select tenant: %v", err)
+	}
+	var revision int64
+	err = tx.QueryRow(ctx, `UPDATE project_revisions SET revision = revision + 1
+		WHERE tenant_id = $1 AND project_id = $2 RETURNING revision`, actor.Tenant, project).Scan(&revision)
+	if err != nil {
+		tb.Fatalf("repotest: insert items: bump the revision of project %s: %v", project, err)
+	}
+	items := make([]pm.WorkItem, n)
+	var (
+		ids                                                   = make([]uuid.UUID, n)
+		titles, descriptions, statuses, priorities, positions = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	)
+	pos := position.First
+	for i := range items {
+		if pos, err = position.Between(pos, ""); err != nil {
+			tb.Fatalf("repotest: insert items: position: %v", err)
+		}
+		w := pm.WorkItem{
+			ID: uuid.New(), ProjectID: project, ParentID: project, Type: pm.TypeTask,
+			Title: fmt.Sprintf("Task %d", i), Status: pm.StatusBacklog, Priority: pm.PriorityMedium,
+			Position: pos, Version: 1, Revision: revision, CreatedBy: actor.User, UpdatedBy: actor.User,
+		}
+		if fill != nil {
+			fill(i, &w)
+		}
+		items[i] = w
+		ids[i], titles[i], descriptions[i] = w.ID, w.Title, w.Description
+		statuses[i], priorities[i], positions[i] = string(w.Status), string(w.Priority), w.Position
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO work_items (tenant_id, id, project_id, parent_id, item_type, title,
+			description, status, priority, position, version, revision, created_by, updated_by)
+		SELECT $1, u.id, $2, $2, 'task', u.title, u.description, u.status, u.priority, u.position, 1, $3, $4, $4
+		FROM unnest($5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+			AS u (id, title, description, status, priority, position)`,
+		actor.Tenant, project, revision, actor.User, ids, titles, descriptions, statuses, priorities, positions)
+	if err != nil {
+		tb.Fatalf("repotest: insert items: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		tb.Fatalf("repotest: insert items: commit: %v", err)
+	}
+	return items
 }

@@ -2125,8 +2125,9 @@ func (x *ListProjectMembersRequest) GetProjectId() string {
 }
 
 // ProjectMember is one user's role in a project. display_name and email are
-// the user's name and email claims from the newest token the user connected
-// with to this tenant; empty while the user has never connected.
+// the user's name and email claims, each from the newest token that carried
+// it (fit to show) when the user connected to this tenant; empty while no
+// such token has connected.
 type ProjectMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ProjectId     string                 `protobuf:"bytes,1,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
@@ -2365,7 +2366,8 @@ func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
 	return file_pm_v1_messages_proto_rawDescGZIP(), []int{23}
 }
 
-// ProjectsList is the caller's projects, ordered by title then id.
+// ProjectsList is the caller's projects (deleted ones left out), ordered by
+// title then id.
 type ProjectsList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Projects      []*ProjectSummary      `protobuf:"bytes,1,rep,name=projects,proto3" json:"projects,omitempty"`

@@ -908,8 +908,9 @@ export const ListProjectMembersRequestSchema: GenMessage<ListProjectMembersReque
 
 /**
  * ProjectMember is one user's role in a project. display_name and email are
- * the user's name and email claims from the newest token the user connected
- * with to this tenant; empty while the user has never connected.
+ * the user's name and email claims, each from the newest token that carried
+ * it (fit to show) when the user connected to this tenant; empty while no
+ * such token has connected.
  *
  * @generated from message pm.v1.ProjectMember
  */
@@ -1024,7 +1025,8 @@ export const ListProjectsRequestSchema: GenMessage<ListProjectsRequest> = /*@__P
   messageDesc(file_pm_v1_messages, 23);
 
 /**
- * ProjectsList is the caller's projects, ordered by title then id.
+ * ProjectsList is the caller's projects (deleted ones left out), ordered by
+ * title then id.
  *
  * @generated from message pm.v1.ProjectsList
  */
