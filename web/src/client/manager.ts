@@ -337,12 +337,15 @@ export class ProjectStateManager {
 
   /**
    * updateItem changes an item's fields, showing the change at once. The
-   * update carries the version the person saw (expected_version); changes
+   * update carries the item's version in the replica, or
+   * opts.expectedVersion: the version the person started from, when the
+   * change was made over a while (a form) and somebody changed the same
+   * fields meanwhile, so that the server answers CONFLICT. Changes
    * made while one is in flight are merged and sent after it, on its new
    * version. It resolves with the item as updated, or rejects with a
    * PmError, or with a ConflictError whose conflict waits in conflicts.
    */
-  updateItem(projectId: string, itemId: string, patch: ItemPatch): Promise<WorkItem> {
+  updateItem(projectId: string, itemId: string, patch: ItemPatch, opts: { expectedVersion?: bigint } = {}): Promise<WorkItem> {
     const r = this.replicas.get(projectId);
     const server = r?.serverItem(itemId);
     if (!r || !server) return Promise.reject(new PmError("NOT_FOUND", "This item is gone."));
@@ -360,7 +363,7 @@ export class ProjectStateManager {
       const edit: Edit = { patch, base: r.get(itemId), waiters: [waiter], next: undefined };
       this.edits.set(key, edit);
       this.showEdit(r, itemId, edit);
-      void this.sendEdit(r, key, itemId, edit, server.version);
+      void this.sendEdit(r, key, itemId, edit, opts.expectedVersion ?? server.version);
     });
   }
 

@@ -122,6 +122,37 @@ describe("ItemDialog", () => {
     expect(root.querySelector("#f-title")?.getAttribute("aria-describedby")).toBe("f-title-error");
   });
 
+  it("asks when somebody changed the same field while the person was editing, and merges other fields", async () => {
+    const { manager, replica, node } = await connect(3);
+    const id = "00000000-0000-4000-8000-000000000001";
+    mount(<ItemDialog manager={manager} replica={replica} editing={editor} itemId={id} onClose={() => undefined} />);
+    const type = (sel: string, value: string) => {
+      const el = root.querySelector<HTMLInputElement>(sel)!;
+      el.value = value;
+      el.dispatchEvent(new Event("input", { bubbles: true }));
+    };
+    type("#f-title", "my title");
+    await tick();
+    node.change(P, id, { title: "their title" });
+    await tick();
+    root.querySelector("form")!.dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
+    await tick(10);
+    expect(manager.conflicts).toHaveLength(1);
+    expect(manager.conflicts[0]).toMatchObject({ mine: { title: "my title" }, theirs: { title: "their title" } });
+    render(null, root);
+
+    // Somebody changes another field: no question, both changes stay.
+    mount(<ItemDialog manager={manager} replica={replica} editing={editor} itemId={id} onClose={() => undefined} />);
+    type("#f-description", "my notes");
+    await tick();
+    node.change(P, id, { title: "their second title" });
+    await tick();
+    root.querySelector("form")!.dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
+    await tick(10);
+    expect(manager.conflicts).toHaveLength(1);
+    expect(replica.serverItem(id)).toMatchObject({ title: "their second title", description: "my notes" });
+  });
+
   it("says why a delete was blocked", async () => {
     const { manager, replica, node } = await connect(3);
     node.change(P, "kid", { parentId: "00000000-0000-4000-8000-000000000001", title: "child" });

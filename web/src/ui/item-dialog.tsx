@@ -71,10 +71,13 @@ export function ItemDialog({ manager, replica, editing, itemId, onClose }: Props
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [deleteError, setDeleteError] = useState("");
 
+  // The item as it was when the person started changing it: the base of the edit.
+  const [base, setBase] = useState<WorkItem | undefined>();
   const live = valuesOf(item, replica.projectId);
   const v = { ...live, ...touched };
   const set = (f: Field) => (e: Event) => {
     const value = (e.currentTarget as HTMLInputElement).value;
+    setBase((b) => b ?? (item ? replica.serverItem(item.id) : undefined));
     setTouched((t) => ({ ...t, [f]: value }));
     setErrors((x) => ({ ...x, [f]: undefined }));
   };
@@ -139,8 +142,13 @@ export function ItemDialog({ manager, replica, editing, itemId, onClose }: Props
       onClose();
       return;
     }
+    // Somebody else changed a field this edit changes since the person began: send the
+    // version the person began from, so that the server answers CONFLICT and the person
+    // chooses. Changes of other fields meanwhile are kept: only changed fields are sent.
+    const was = base && valuesOf(base, replica.projectId);
+    const clash = was && (Object.keys(touched) as Field[]).some((f) => was[f] !== live[f]);
     // The edit shows on the board at once; the dialog waits for the answer to show errors.
-    manager.updateItem(replica.projectId, item.id, patch).then(onClose, fail);
+    manager.updateItem(replica.projectId, item.id, patch, clash ? { expectedVersion: base.version } : {}).then(onClose, fail);
   };
 
   const remove = () => {
