@@ -41,9 +41,10 @@ async function build() {
     names[ext] = basename(file.path);
   }
   const template = await readFile(join(root, "src/index.html"), "utf8");
+  // Absolute: the node serves the page at / and the files under /assets/.
   const html = template
-    .replace("{{css}}", `assets/${names.css}`)
-    .replace("{{js}}", `assets/${names.js}`);
+    .replace("{{css}}", `/assets/${names.css}`)
+    .replace("{{js}}", `/assets/${names.js}`);
   await writeFile(join(dist, "index.html"), html);
   for (const file of result.outputFiles) {
     console.log(`${file.path.slice(root.length + 1)}  ${file.contents.length} bytes`);

@@ -23,7 +23,10 @@ const port = Number(arg("port", "5173"));
 const itemCount = Number(arg("items", "60"));
 const quiet = process.argv.includes("--quiet");
 
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'";
+// The node's policy (docs/operations.md, The board).
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+  "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 // The fake node is TypeScript: bundle it for Node and load it.
 const bundled = await esbuild.build({
