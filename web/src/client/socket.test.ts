@@ -247,6 +247,18 @@ describe("ProjectManagementWebSocketClient", () => {
     await Promise.all([p, q]);
   });
 
+  it("keeps one connection when a new token comes while a retry is scheduled", async () => {
+    const { c } = newClient();
+    c.connect();
+    net.last.drop(1006); // retry scheduled
+    c.setToken(token({ exp: 4102444802 }));
+    expect(net.sockets).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(net.sockets).toHaveLength(2);
+    net.last.open();
+    expect(c.state).toBe("live");
+  });
+
   it("drops queued requests when another user signs in", async () => {
     const { c } = newClient();
     c.connect();

@@ -311,6 +311,10 @@ export class ProjectManagementWebSocketClient {
   // --- connection ---
 
   private dial(): void {
+    // One connection at a time: a dial replaces a scheduled retry and any socket.
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.hangUp();
     if (expired(this.claimsValue, this.opts.now())) {
       this.stopFor({ kind: "token-expired", code: 0, message: "Your session has expired. Sign in again." });
       return;
