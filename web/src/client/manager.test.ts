@@ -307,6 +307,21 @@ describe("ProjectStateManager", () => {
     expect(r.revision).toBe(5n);
   });
 
+  it("holds an edit of a new item until the server confirmed the create", async () => {
+    const r = await openProject();
+    node.silent = true;
+    const made = m.createItem({ projectId: P, itemType: WorkItemType.TASK, title: "new", status: WorkItemStatus.TODO });
+    const id = (net.last.sentOf("createWorkItemRequest")[0]!.payload.value as { workItemId: string }).workItemId;
+    const moved = m.updateItem(P, id, { status: WorkItemStatus.DONE });
+    node.silent = false;
+    net.last.onSend?.(net.last.sentOf("createWorkItemRequest")[0]!);
+    await made;
+    const w = await moved;
+    expect(w).toMatchObject({ id, status: WorkItemStatus.DONE, version: 2n });
+    expect(r.get(id)?.status).toBe(WorkItemStatus.DONE);
+    expect(net.last.sentOf("updateWorkItemRequest")[0]?.payload.value).toMatchObject({ expectedVersion: 1n });
+  });
+
   it("hides a deleted item at once, and shows it again when the delete is blocked", async () => {
     const r = await openProject();
     node.change(P, "kid", { parentId: "a", title: "child" });

@@ -119,6 +119,8 @@ export class ProjectStateManager {
   private readonly replicas = new Map<string, WorkItemState>();
   private readonly syncs = new Map<string, SyncState>();
   private readonly edits = new Map<string, Edit>();
+  /** Creates not answered yet, by project/id: edits of the new item wait for them. */
+  private readonly creating = new Map<string, Promise<WorkItem>>();
   private readonly memberLists = new Map<string, ProjectMember[]>();
   private conflictList: Conflict[] = [];
   private readonly conflictListeners = new Set<(c: readonly Conflict[]) => void>();
@@ -270,8 +272,17 @@ export class ProjectStateManager {
    * createItem creates a work item with a client-made id (so a retry never
    * makes two) and shows it at once. It resolves with the item as created.
    */
-  async createItem(input: NewItem): Promise<WorkItem> {
+  createItem(input: NewItem): Promise<WorkItem> {
     const id = crypto.randomUUID();
+    const key = `${input.projectId}/${id}`;
+    const done = this.create(id, input);
+    this.creating.set(key, done);
+    const forget = () => this.creating.delete(key);
+    done.then(forget, forget);
+    return done;
+  }
+
+  private async create(id: string, input: NewItem): Promise<WorkItem> {
     const r = this.replicas.get(input.projectId);
     const status = input.status || WorkItemStatus.BACKLOG;
     if (r) {
@@ -347,9 +358,14 @@ export class ProjectStateManager {
    */
   updateItem(projectId: string, itemId: string, patch: ItemPatch, opts: { expectedVersion?: bigint } = {}): Promise<WorkItem> {
     const r = this.replicas.get(projectId);
+    const key = `${projectId}/${itemId}`;
+    const creating = this.creating.get(key);
+    if (creating) {
+      // A new item the server has not confirmed yet: change it once it has.
+      return creating.then(() => this.updateItem(projectId, itemId, patch, opts));
+    }
     const server = r?.serverItem(itemId);
     if (!r || !server) return Promise.reject(new PmError("NOT_FOUND", "This item is gone."));
-    const key = `${projectId}/${itemId}`;
     return new Promise<WorkItem>((resolve, reject) => {
       const waiter = { resolve, reject };
       const inflight = this.edits.get(key);
@@ -485,6 +501,8 @@ export class ProjectStateManager {
    * (live children) rejects with the server's message saying how many.
    */
   async deleteItem(projectId: string, itemId: string): Promise<void> {
+    const creating = this.creating.get(`${projectId}/${itemId}`);
+    if (creating) await creating; // a new item: delete it once the server has it
     const r = this.replicas.get(projectId);
     r?.setOverlay(itemId, () => null);
     try {
