@@ -349,6 +349,20 @@ describe("ProjectStateManager", () => {
     expect(r.hasGap).toBe(false);
   });
 
+  it("resyncs after an edit that got no answer, to learn whether it ran", async () => {
+    const r = await openProject();
+    node.loseAnswers = true; // it runs, but the answer never comes
+    const edit = m.updateItem(P, "a", { title: "did it?" }).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(100);
+    node.loseAnswers = false;
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(await edit).toMatchObject({ code: "TIMEOUT" });
+    await vi.advanceTimersByTimeAsync(2_000); // reconnect and resync
+    expect(client.state).toBe("live");
+    expect(r.get("a")?.title).toBe("did it?");
+    expect(r.revision).toBe(5n);
+  });
+
   it("retries a failed resync with backoff", async () => {
     const r = await openProject();
     node.holdEvents = true;

@@ -329,8 +329,18 @@ export class ProjectStateManager {
       return created.workItem;
     } catch (err) {
       r?.clearOverlay(id);
+      this.maybeRan(input.projectId, err);
       throw err;
     }
+  }
+
+  /**
+   * maybeRan resyncs a project after a write whose outcome is unknown (no
+   * answer in time): the node may have run it, and a connection gets no
+   * event for its own changes, so only a resync shows it.
+   */
+  private maybeRan(projectId: string, err: unknown): void {
+    if (isCode(err, "TIMEOUT")) this.requestSync(projectId);
   }
 
   /** createProject creates a project; the caller becomes its admin. */
@@ -416,6 +426,7 @@ export class ProjectStateManager {
       if (!updated) throw new PmError("INTERNAL", "the answer has no work item");
     } catch (err) {
       this.edits.delete(key);
+      this.maybeRan(r.projectId, err);
       const waiters = [...e.waiters, ...(e.next?.waiters ?? [])];
       let failure = err;
       if (isCode(err, "CONFLICT")) {
@@ -514,6 +525,7 @@ export class ProjectStateManager {
       r?.settleOverlay(itemId, answer.revision || answer.workItem?.revision || 0n);
     } catch (err) {
       r?.clearOverlay(itemId);
+      this.maybeRan(projectId, err);
       throw err;
     }
   }

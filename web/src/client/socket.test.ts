@@ -123,18 +123,49 @@ describe("ProjectManagementWebSocketClient", () => {
     expect((await p).workItems.map((w) => w.id)).toEqual(["1", "2"]);
   });
 
-  it("times out after 30 s without an answer; a late answer is a push", async () => {
+  it("times out after 30 s without an answer, and no longer listens to that connection", async () => {
     const { c, pushes } = newClient();
     c.connect();
-    net.last.open();
+    const s1 = net.last;
+    s1.open();
     const p = c.request(get);
     const caught = p.catch((e: unknown) => e);
     await vi.advanceTimersByTimeAsync(29_999);
     expect(c.pendingCount).toBe(1);
     await vi.advanceTimersByTimeAsync(1);
     expect(await caught).toMatchObject({ code: "TIMEOUT" });
-    net.last.deliver(net.last.sent[0]!.messageId, { case: "workItemsList", value: { complete: true } });
-    expect(pushes).toHaveLength(1);
+    s1.deliver(s1.sent[0]!.messageId, { case: "workItemsList", value: { complete: true } });
+    expect(pushes).toHaveLength(0);
+  });
+
+  it("passes on an answer to a request no longer pending as a push", () => {
+    const { c, pushes } = newClient();
+    c.connect();
+    net.last.open();
+    net.last.deliver("not-mine", { case: "workItemUpdated", value: {} });
+    expect(pushes).toEqual(["not-mine"]);
+  });
+
+  it("takes a silent connection for dead after a timeout and makes a new one", async () => {
+    const { c, states } = newClient();
+    c.connect();
+    const s1 = net.last;
+    s1.open();
+    const a = c.request(get).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(10_000);
+    const b = c.request({ case: "deleteWorkItemRequest", value: { workItemId: "x" } });
+    const idB = s1.sent[1]!.messageId;
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(await a).toMatchObject({ code: "TIMEOUT" });
+    expect(s1.closedByClient).toBeDefined();
+    expect(states.at(-1)).toBe("reconnecting");
+    await vi.advanceTimersByTimeAsync(1_000);
+    const s2 = net.last;
+    expect(s2).not.toBe(s1);
+    s2.open();
+    expect(s2.sent.map((m) => m.messageId)).toEqual([idB]); // the other request goes again
+    s2.deliver(idB, { case: "workItemDeleted", value: { workItemId: "x" } });
+    await b;
   });
 
   it("keeps requests made while disconnected and sends each once when connected", async () => {

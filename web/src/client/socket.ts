@@ -415,15 +415,23 @@ export class ProjectManagementWebSocketClient {
   private send(p: Pending): void {
     p.sent = true;
     p.chunks = [];
+    this.armTimeout(p); // first: an answer may come before send returns (a fake socket)
     this.ws?.send(p.frame);
-    this.armTimeout(p);
   }
 
   private armTimeout(p: Pending): void {
     clearTimeout(p.timer);
     p.timer = setTimeout(() => {
+      if (this.pending.get(p.id) !== p) return; // answered meanwhile
       this.settle(p);
       p.reject(new PmError("TIMEOUT", `no answer within ${Math.round(p.timeoutMs / 1000)} s`));
+      // A node answers every request within its own request time (10 s), if only
+      // with UNAVAILABLE: this silence means the connection is dead without
+      // knowing it yet. Make a new one, so that the board does not go stale.
+      if (this.wsOpen) {
+        this.hangUp();
+        this.lost(1006, "no answer");
+      }
     }, p.timeoutMs);
   }
 
