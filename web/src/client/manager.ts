@@ -125,6 +125,8 @@ export class ProjectStateManager {
   private conflictList: Conflict[] = [];
   private readonly conflictListeners = new Set<(c: readonly Conflict[]) => void>();
   private readonly memberListeners = new Set<(projectId: string) => void>();
+  /** When each project's members were last reloaded for a name it lacked. */
+  private readonly nameRefresh = new Map<string, number>();
   private readonly unlisten: (() => void)[];
 
   constructor(
@@ -558,8 +560,22 @@ export class ProjectStateManager {
   displayName(projectId: string, userId: string): string {
     if (!userId) return "";
     if (userId === this.client.claims.sub && this.client.claims.name) return this.client.claims.name;
-    const m = this.memberLists.get(projectId)?.find((x) => x.userId === userId);
+    const list = this.memberLists.get(projectId);
+    const m = list?.find((x) => x.userId === userId);
+    if (list && !m?.displayName) this.refreshNames(projectId);
     return m?.displayName || m?.email || userId.slice(0, 8);
+  }
+
+  /**
+   * refreshNames reloads a project's members when a name was missing: a
+   * person's name is recorded when they first connect, which may be after
+   * this page loaded the list. At most once every 10 s per project.
+   */
+  private refreshNames(projectId: string): void {
+    const now = Date.now();
+    if (now - (this.nameRefresh.get(projectId) ?? 0) < 10_000) return;
+    this.nameRefresh.set(projectId, now);
+    this.loadMembers(projectId).catch(() => undefined); // names are a nicety: the id shows meanwhile
   }
 
   /** roleOf is the signed-in user's role in a project, from its members list. */

@@ -24,10 +24,13 @@ const fieldNames: Record<keyof ItemPatch, string> = {
 export function ConflictDialog({ manager }: { manager: ProjectStateManager }) {
   const toast = useToast();
   const [conflicts, setConflicts] = useState(manager.conflicts);
+  const [, setNames] = useState(0);
   useLayoutEffect(() => {
     setConflicts(manager.conflicts);
     return manager.onConflicts(setConflicts);
   }, [manager]);
+  // The other person's name may arrive after the conflict (a members reload).
+  useLayoutEffect(() => manager.onMembers(() => setNames((n) => n + 1)), [manager]);
   const c = conflicts[0];
   if (!c) return null;
   const resolve = (choice: "mine" | "theirs") => {
