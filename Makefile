@@ -60,6 +60,9 @@ web-deps: $(WEB_DEPS)
 
 $(WEB_DEPS): web/package-lock.json web/package.json
 	cd web && npm ci --no-audit --no-fund
+	@# One npm package ships Go files: a go.mod keeps node_modules out of pm's
+	@# module (package.json's postinstall writes it too, where npm runs it).
+	@printf '// Keeps npm packages that ship Go files out of the pm module.\nmodule ignored\n' >web/node_modules/go.mod
 	@touch $@
 
 web: web-deps ## build the board into web/dist (committed; pm-node embeds it)

@@ -33,4 +33,9 @@ export default tseslint.config(
       globals: { console: "readonly", process: "readonly", URL: "readonly", Buffer: "readonly", setInterval: "readonly" },
     },
   },
+  {
+    // The browser tests run in Node; the functions they hand to the page run in the browser.
+    files: ["browser-tests/**/*.mjs"],
+    languageOptions: { globals: { fetch: "readonly", document: "readonly" } },
+  },
 );
