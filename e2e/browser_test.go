@@ -16,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/pmhq/pm"
 	"github.com/pmhq/pm/client"
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
+	"github.com/pmhq/pm/repo/repotest"
 )
 
 // The browser tests: Chromium (Debian's, headless) driven by playwright-core
@@ -90,6 +93,13 @@ func TestBrowserBoard(t *testing.T) {
 		}
 		addMember(t, admin, project.Id, u, role)
 	}
+	// A big board, to time the first render of 2,000 cards.
+	big := createProject(t, admin, "Big board")
+	statuses := []pm.Status{pm.StatusBacklog, pm.StatusTodo, pm.StatusInProgress, pm.StatusReview, pm.StatusDone}
+	repotest.MustInsertItems(t, c.dbURL, pm.Actor{Tenant: tenant, User: alice.id}, uuid.MustParse(big.Id), 2000, func(i int, w *pm.WorkItem) {
+		w.Title = fmt.Sprintf("Card %d of the big board", i+1)
+		w.Status = statuses[i%len(statuses)]
+	})
 	_ = admin.Close() // the scripts count the pages' connections per node
 
 	control := startControl(t, c)
@@ -111,6 +121,7 @@ func TestBrowserBoard(t *testing.T) {
 		"control":   control,
 		"tenant":    tenant,
 		"project":   project.Id,
+		"big":       big.Id,
 		"people":    people,
 		"artifacts": artifacts,
 		"chromium":  chromium,

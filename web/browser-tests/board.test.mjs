@@ -25,9 +25,9 @@ function boardURL(base, who) {
 }
 
 /** shot saves a screenshot once the page's animations have finished. */
-async function shot(page, name) {
+async function shot(page, name, { fullPage = true } = {}) {
   await page.evaluate(() => Promise.all(document.getAnimations().map((a) => a.finished.catch(() => {}))));
-  await page.screenshot({ path: join(seed.artifacts, `${name}.png`), fullPage: true });
+  await page.screenshot({ path: join(seed.artifacts, `${name}.png`), fullPage });
 }
 
 async function control(method, path) {
@@ -186,10 +186,10 @@ describe("the board, live, for a team", () => {
   test("an edit by Bob shows on Alice's board", async () => {
     const dialog = await openItem(pages.bob, "Write the launch checklist");
     await dialog.getByLabel("Title").fill("Write the launch checklist v2");
+    const t0 = Date.now();
     await dialog.getByTestId("save-item").click();
-    await dialog.waitFor({ state: "detached" });
-    const ms = await seen(pages.alice, "Write the launch checklist v2", Date.now() - 0);
-    assert.ok(ms < LIVE_MS * 2);
+    const ms = await seen(pages.alice, "Write the launch checklist v2", t0);
+    assert.ok(ms < LIVE_MS, `Alice saw Bob's edit after ${ms} ms`);
   });
 
   for (const choice of ["keep mine", "take theirs"]) {
@@ -234,9 +234,11 @@ describe("the board, live, for a team", () => {
     await dialog.getByRole("button", { name: "Close" }).first().click().catch(() => a.keyboard.press("Escape"));
     dialog = await openItem(a, "Launch story");
     await dialog.getByTestId("delete-item").click();
+    const t0 = Date.now();
     await dialog.getByTestId("confirm-delete").click();
-    await dialog.waitFor({ state: "detached" });
-    await card(pages.bob, "Launch story").waitFor({ state: "detached", timeout: LIVE_MS * 2 });
+    await card(pages.bob, "Launch story").waitFor({ state: "detached", timeout: 5000 });
+    const ms = Date.now() - t0;
+    assert.ok(ms < LIVE_MS, `the card left Bob's board after ${ms} ms`);
   });
 
   test("a viewer sees no editing controls", async () => {
@@ -304,6 +306,22 @@ describe("the board, live, for a team", () => {
     await apollo.click();
     await a.getByTestId("board").waitFor();
     await live(a);
+  });
+
+  test("a board of 2,000 cards opens in one go (time reported)", async () => {
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await context.newPage();
+    const url = `${seed.board}/#token=${encodeURIComponent(seed.people.alice.token)}&project=${seed.big}`;
+    const t0 = Date.now();
+    await page.goto(url);
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="card"]').length === 2000, null, { timeout: 30000 });
+    const ms = Date.now() - t0;
+    console.log(`2,000 cards on screen ${ms} ms after navigation started (board through HAProxy, cold page)`);
+    for (const col of ["backlog", "todo", "in_progress", "review", "done"]) {
+      assert.equal(await page.getByTestId(`column-${col}`).locator('[data-testid="card"]').count(), 400, col);
+    }
+    await shot(page, "14-big-board", { fullPage: false });
+    await context.close();
   });
 
   test("the node under Alice dies: she reconnects through HAProxy, sees Bob's changes, and her edit lands once", async () => {
