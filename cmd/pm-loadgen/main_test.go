@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/node/nodetest"
 )
 
@@ -139,7 +140,9 @@ func TestLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs Postgres and Redis")
 	}
-	cl := nodetest.Start(t, nodetest.Options{Nodes: 2})
+	// No per-connection rate limit: the closed loop writes as fast as the
+	// nodes answer, which the default 50 requests/s would refuse.
+	cl := nodetest.Start(t, nodetest.Options{Nodes: 2, Configure: func(cfg *node.Config) { cfg.RatePerSecond = -1 }})
 	jsonFile := filepath.Join(t.TempDir(), "report.json")
 	env := map[string]string{"PM_JWT_SECRET": string(cl.Secret)}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
