@@ -72,6 +72,7 @@ func TestBrowserBoard(t *testing.T) {
 	var alice user
 	for _, p := range []struct{ key, name, role string }{
 		{"alice", "Alice Adams", "admin"}, {"bob", "Bob Brown", "editor"}, {"carol", "Carol Clark", "viewer"},
+		{"dora", "Dora Diaz", "editor"},
 	} {
 		u := newUser(tenant, p.key)
 		if p.key == "alice" {
@@ -86,7 +87,9 @@ func TestBrowserBoard(t *testing.T) {
 	}
 	admin := c.dial(t, c.URL(), alice)
 	project := createProject(t, admin, "Apollo")
-	for key, role := range map[string]pmv1.ProjectRole{"bob": pmv1.ProjectRole_PROJECT_ROLE_EDITOR, "carol": pmv1.ProjectRole_PROJECT_ROLE_VIEWER} {
+	for key, role := range map[string]pmv1.ProjectRole{
+		"bob": pmv1.ProjectRole_PROJECT_ROLE_EDITOR, "carol": pmv1.ProjectRole_PROJECT_ROLE_VIEWER, "dora": pmv1.ProjectRole_PROJECT_ROLE_EDITOR,
+	} {
 		u := user{name: key, tenant: tenant}
 		if err := u.id.UnmarshalText([]byte(people[key].ID)); err != nil {
 			t.Fatal(err)
@@ -102,7 +105,7 @@ func TestBrowserBoard(t *testing.T) {
 	})
 	_ = admin.Close() // the scripts count the pages' connections per node
 
-	control := startControl(t, c)
+	control := startControl(t, c, tenant, people)
 	artifacts := os.Getenv("PM_ARTIFACTS")
 	if artifacts == "" {
 		artifacts = filepath.Join("artifacts", "browser")
@@ -160,9 +163,10 @@ func TestBrowserBoard(t *testing.T) {
 
 // startControl serves the browser scripts' control API on loopback:
 // POST /nodes/{i}/kill (SIGKILL) and /nodes/{i}/restart, i from 1; GET
-// /nodes/{i}/connections (the node's open WebSocket count). It returns the
+// /nodes/{i}/connections (the node's open WebSocket count); GET
+// /tokens/{who}?ttl=5s (a fresh token of a seeded person). It returns the
 // API's base URL.
-func startControl(t *testing.T, c *cluster) string {
+func startControl(t *testing.T, c *cluster, tenant string, people map[string]*browserUser) string {
 	t.Helper()
 	var mu sync.Mutex // one control action at a time
 	node := func(w http.ResponseWriter, r *http.Request) *node {
@@ -206,6 +210,20 @@ func startControl(t *testing.T, c *cluster) string {
 			}
 			fmt.Fprintln(w, strings.TrimSuffix(strconv.FormatFloat(v, 'f', -1, 64), ".0"))
 		}
+	})
+	mux.HandleFunc("GET /tokens/{who}", func(w http.ResponseWriter, r *http.Request) {
+		p := people[r.PathValue("who")]
+		ttl, err := time.ParseDuration(r.URL.Query().Get("ttl"))
+		if p == nil || err != nil || ttl <= 0 {
+			http.Error(w, "want a seeded person and ?ttl=<duration>", http.StatusBadRequest)
+			return
+		}
+		tok, err := client.NewTokenWithProfile(c.secret, tenant, uuid.MustParse(p.ID), ttl, pm.Profile{Name: p.Name, Email: p.Email})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, tok)
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

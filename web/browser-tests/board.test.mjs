@@ -355,6 +355,26 @@ describe("the board, live, for a team", () => {
     await control("POST", `/nodes/${aliceNode}/restart`);
   });
 
+  test("an expired token asks to sign in again, and the board carries on with a new one", async () => {
+    const short = await control("GET", "/tokens/dora?ttl=4s");
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`${seed.board}/#token=${encodeURIComponent(short)}&project=${seed.project}`);
+    await page.getByTestId("board").waitFor();
+    await live(page);
+    // At expiry the node closes with 4500: the board asks for a token instead of reconnecting.
+    const form = page.getByTestId("signin-form");
+    await form.waitFor({ timeout: 15000 });
+    await shot(page, "15-token-expired");
+    await form.getByRole("textbox").fill(await control("GET", "/tokens/dora?ttl=1h"));
+    await form.getByRole("button", { name: /sign in/i }).click();
+    await form.waitFor({ state: "detached" });
+    await live(page);
+    await createItem(page, "Made by Dora after signing in again", { status: "Backlog" });
+    await seen(pages.bob, "Made by Dora after signing in again", Date.now());
+    await context.close();
+  });
+
   test("no page logged an error", () => {
     for (const [who, p] of Object.entries(pages)) {
       const bad = p.errors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED|net::/.test(e));
