@@ -12,6 +12,8 @@ TEST_TIMEOUT ?= 20m
 # Extra flags for go test, e.g. GOTESTFLAGS='-run TestFoo -v'.
 GOTESTFLAGS  ?=
 FUZZTIME     ?= 30s
+# Benchmarks: a regexp of their names, and -benchtime (a duration, or Nx for
+# N iterations: BENCHTIME=20x is a quick check that they all run).
 BENCH        ?= .
 BENCHTIME    ?= 1s
 
@@ -91,7 +93,7 @@ test-short: services ## quick tests: -short, no race detector
 fuzz: ## run each Fuzz target for FUZZTIME (default 30s)
 	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
 
-bench: services ## run benchmarks (BENCH=regexp, BENCHTIME=1s)
+bench: services ## run benchmarks, never part of test (BENCH=regexp, BENCHTIME=1s or e.g. 20x)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem -count=1 $(GOTESTFLAGS) $(PKGS)
 
 run: ## start a local cluster: NODES nodes behind HAProxy, demo data
