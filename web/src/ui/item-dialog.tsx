@@ -162,7 +162,7 @@ export function ItemDialog({ manager, replica, editing, itemId, onClose }: Props
       (err: unknown) => {
         setBusy(false);
         setConfirmDelete(false);
-        setDeleteError(isCode(err, "DELETE_BLOCKED") ? `Cannot delete: ${err.message}. Delete or move its children first.` : describeError(err));
+        setDeleteError(isCode(err, "DELETE_BLOCKED") ? `Cannot delete: ${err.message}.` : describeError(err));
       },
     );
   };

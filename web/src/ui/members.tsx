@@ -1,6 +1,6 @@
 import { useState } from "preact/hooks";
 import { describeError, type ProjectStateManager } from "../client";
-import { ProjectRole } from "../gen/pm/v1/messages_pb";
+import { ProjectRole, type ProjectMember } from "../gen/pm/v1/messages_pb";
 import { Dialog } from "./dialog";
 import { hue, initials, roleLabel } from "./labels";
 import type { Editing } from "./project";
@@ -63,7 +63,7 @@ export function MembersPanel({ manager, projectId, editing, onClose }: { manager
                   {name}
                   {m.userId === me && <span class="muted"> (you)</span>}
                 </span>
-                <span class="muted member-sub">{m.displayName && m.email ? m.email : m.userId}</span>
+                <span class="muted member-sub">{memberDetail(m, name)}</span>
               </span>
               {editing.isAdmin ? (
                 <>
@@ -112,4 +112,10 @@ export function MembersPanel({ manager, projectId, editing, onClose }: { manager
       )}
     </Dialog>
   );
+}
+
+/** memberDetail is the line under a member's name: the email, the user id, or that they never signed in. */
+function memberDetail(m: ProjectMember, name: string): string {
+  if (name === m.userId) return "Has not signed in yet";
+  return m.displayName && m.email ? m.email : m.userId;
 }
