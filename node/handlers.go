@@ -141,7 +141,7 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 		// The connection ended under the request, which its context
 		// then cut short: nothing committed, and nobody to answer.
 		if claimed {
-			c.releaseClaim(key, token)
+			c.settleClaim(key, token, nil)
 		}
 		return outcomeUndelivered, nil, nil
 	}
@@ -151,28 +151,30 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 	}
 	frame = c.encode(req.MessageId, resp)
 	if claimed {
-		// The ledger gets its own short deadline: the request's may be spent.
-		lctx, cancel := context.WithTimeout(c.srv.ctx, time.Second)
-		defer cancel()
-		var lerr error
+		var record []byte // none: a passing failure, which a retry runs again
 		if outcome == "ok" || replayable(outcome) {
-			lerr = ledger.Complete(lctx, key, token, c.record(resp, frame))
-		} else {
-			lerr = ledger.Release(lctx, key, token)
+			record = c.record(resp, frame)
 		}
-		if lerr != nil {
-			c.srv.log.Warn("idempotency ledger: could not record the outcome", "message_id", req.MessageId, "err", lerr)
-		}
+		c.settleClaim(key, token, record)
 	}
 	return outcome, frame, ev
 }
 
-// releaseClaim gives up an idempotency claim, so that a retry runs again.
-func (c *session) releaseClaim(key pm.RequestKey, token string) {
+// settleClaim ends an idempotency claim: it stores record as the request's
+// outcome, or, with none, releases the claim so that a retry runs again.
+// The ledger gets its own short deadline: the request's may be spent.
+func (c *session) settleClaim(key pm.RequestKey, token string, record []byte) {
 	ctx, cancel := context.WithTimeout(c.srv.ctx, time.Second)
 	defer cancel()
-	if err := c.srv.cfg.Idempotency.Release(ctx, key, token); err != nil {
-		c.srv.log.Warn("idempotency ledger: could not release a claim", "message_id", key.MessageID, "err", err)
+	ledger := c.srv.cfg.Idempotency
+	var err error
+	if record != nil {
+		err = ledger.Complete(ctx, key, token, record)
+	} else {
+		err = ledger.Release(ctx, key, token)
+	}
+	if err != nil {
+		c.srv.log.Warn("idempotency ledger: could not record the outcome", "message_id", key.MessageID, "err", err)
 	}
 }
 
