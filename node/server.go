@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,8 +208,9 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// AdminHandler serves /metrics, /healthz (the process is up) and /readyz
-// (the node accepts clients and its dependencies answer).
+// AdminHandler serves /metrics, /healthz (the process is up), /readyz
+// (the node accepts clients and its dependencies answer) and the runtime
+// profiles under /debug/pprof/.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	if s.cfg.Gatherer != nil {
@@ -218,6 +220,14 @@ func (s *Server) AdminHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.serveReady)
+	// Profiles for operators; the admin port is never exposed to clients.
+	// A CPU profile or trace must end within the admin server's write
+	// timeout (pm-node: 30 s).
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

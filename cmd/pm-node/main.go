@@ -129,7 +129,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	str(&c.JWTIssuer, "jwt-issuer", "PM_JWT_ISSUER", "", "required iss claim, if set")
 	duration(&c.JWTMaxLifetime, "jwt-max-lifetime", "PM_JWT_MAX_LIFETIME", 24*time.Hour, "longest a token may be valid (exp - iat); negative: no cap")
 	str(&c.ListenAddr, "listen-addr", "PM_LISTEN_ADDR", ":8080", "client address (GET /ws, the board at /)")
-	str(&c.AdminAddr, "admin-addr", "PM_ADMIN_ADDR", ":9090", "admin address (/metrics, /healthz, /readyz)")
+	str(&c.AdminAddr, "admin-addr", "PM_ADMIN_ADDR", ":9090", "admin address (/metrics, /healthz, /readyz, /debug/pprof/)")
 	boolean(&c.Migrate, "migrate", "PM_MIGRATE", true, "apply pending migrations at start (safe with several nodes)")
 	str(&c.NodeID, "node-id", "PM_NODE_ID", "", "name of this node in logs (default: host name)")
 	str(&c.AllowedOrigins, "allowed-origins", "PM_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect, * for any (default: same host only)")

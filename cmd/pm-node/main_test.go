@@ -82,6 +82,11 @@ func TestRunServesAndStops(t *testing.T) {
 		"http://" + client.String() + "/ws":    http.StatusUnauthorized, // no token
 		"http://" + client.String() + "/":      http.StatusOK,           // the board
 		"http://" + client.String() + "/nope":  http.StatusNotFound,
+		// Profiles on the admin port only.
+		"http://" + admin.String() + "/debug/pprof/":              http.StatusOK,
+		"http://" + admin.String() + "/debug/pprof/heap?debug=1":  http.StatusOK,
+		"http://" + client.String() + "/debug/pprof/":             http.StatusNotFound,
+		"http://" + client.String() + "/debug/pprof/heap?debug=1": http.StatusNotFound,
 	} {
 		resp, err := http.Get(url)
 		if err != nil {
