@@ -38,6 +38,11 @@ type lingerConn struct {
 
 	mu     sync.Mutex // serialises Close, abort and read deadlines
 	closed bool       // the socket is closed
+
+	// wmu keeps writes whole: gws writes each of its frames (pongs, the
+	// close frame) in one Write, the flusher its batches in one
+	// writeBuffers, from different goroutines.
+	wmu sync.Mutex
 }
 
 func newLingerConn(c net.Conn, readAhead []byte) *lingerConn {
@@ -61,6 +66,22 @@ func (l *lingerConn) Read(p []byte) (int, error) {
 	n, err := l.Conn.Read(p)
 	l.discarded += int64(n)
 	return n, err
+}
+
+// Write writes p whole, never interleaved with another write.
+func (l *lingerConn) Write(p []byte) (int, error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	return l.Conn.Write(p)
+}
+
+// writeBuffers writes bufs whole, in one vectored write when the socket
+// supports it (TCP does), never interleaved with another write.
+func (l *lingerConn) writeBuffers(bufs *net.Buffers) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	_, err := bufs.WriteTo(l.Conn)
+	return err
 }
 
 // Close shuts the write side after what was written and ends reading by

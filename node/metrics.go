@@ -15,6 +15,7 @@ type metrics struct {
 	slowConsumers   prometheus.Counter
 	rateLimitCloses prometheus.Counter
 	writeErrors     prometheus.Counter
+	framesPerWrite  prometheus.Histogram
 	eventsPublished prometheus.Counter
 	publishErrors   prometheus.Counter
 }
@@ -49,6 +50,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_write_errors_total", Help: "Writes to a connection that failed (timed out, peer gone, frame refused); each drops its connection.",
 		}),
+		framesPerWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pm_frames_per_write", Help: "WebSocket frames (events, answers, pings) each write to a connection carried: one system call per write.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
 		eventsPublished: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_events_published_total", Help: "Work item events published after commit.",
 		}),
@@ -58,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.connections, m.upgrades, m.closes, m.requests, m.requestSeconds, m.invalidFrames,
-		m.slowConsumers, m.rateLimitCloses, m.writeErrors, m.eventsPublished, m.publishErrors,
+		m.slowConsumers, m.rateLimitCloses, m.writeErrors, m.framesPerWrite, m.eventsPublished, m.publishErrors,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -23,10 +23,14 @@ const sessionKey = "pm.session"
 // when it is full the reader stops reading, which pushes back on the client.
 const inboxSize = 32
 
-// session is one client connection. Three goroutines serve it: the reader
-// (gws's ReadLoop, on the HTTP handler's goroutine), the worker, which runs
-// requests one at a time in arrival order, and the writer, which drains the
-// byte-bounded send queue. The reader returns only after the other two.
+// session is one client connection. Its reader is gws's ReadLoop, on the
+// HTTP handler's goroutine; it answers bad frames itself and queues requests
+// for the worker. The worker, which runs requests one at a time in arrival
+// order, and the flusher, which writes the byte-bounded send queue, exist
+// only while they have work (see kickWorker and startFlushLocked); pings and
+// the token's expiry run on timers. So a connection that is neither
+// requesting nor receiving holds one goroutine: its reader. The reader
+// returns only after the other two.
 type session struct {
 	srv     *Server
 	id      string // unique in the cluster: process instance / sequence
@@ -41,24 +45,32 @@ type session struct {
 	inbox   chan *pmv1.WebSocketMessage
 	recheck chan uuid.UUID // projects whose role the worker checks again
 	done    chan struct{}  // closed when the reader has stopped
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // the worker and the flusher, while they run
 
 	// ctx is the parent of every request's context; it ends with the
 	// connection (cancel) or the node.
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	pinger *time.Timer // queues the next ping
+	expiry *time.Timer // closes the connection when its token expires
+
 	mu          sync.Mutex
+	working     bool // the worker runs
+	flushing    bool // the flusher runs
 	queue       [][]byte
-	queuedBytes int
+	queuedBytes int    // bytes in queue
+	sending     int    // bytes the flusher took and is writing
 	queued      uint64 // frames ever queued; the last one's sequence number
+	pingDue     bool   // a ping waits for the flusher
 	closing     bool   // a close frame is pending or sent; nothing more is queued
 	ended       bool   // the connection is gone; nothing is queued or written
 	closeCode   uint16
 	closeReason string
-	wake        chan struct{} // capacity 1: the writer has work
 	written     atomic.Uint64 // frames written, in queue order
-	progress    chan struct{} // capacity 1: the writer took or wrote a frame
+	progress    chan struct{} // capacity 1: the flusher took or wrote frames
+
+	recorded bool // the profile was recorded; the worker's own
 
 	subMu sync.Mutex
 	subs  map[uuid.UUID]struct{}
@@ -76,7 +88,6 @@ func (s *Server) newSession(id Identity) *session {
 		inbox:   make(chan *pmv1.WebSocketMessage, inboxSize),
 		recheck: make(chan uuid.UUID, inboxSize),
 		done:    make(chan struct{}),
-		wake:    make(chan struct{}, 1),
 		subs:    make(map[uuid.UUID]struct{}),
 	}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
@@ -95,13 +106,19 @@ func (c *session) run(conn *gws.Conn) {
 	defer c.srv.metrics.connections.Dec()
 	log.Info("connected", "remote", conn.RemoteAddr().String())
 
-	c.wg.Add(2)
-	go c.writeLoop()
-	go c.work()
+	c.mu.Lock()
+	c.pinger = time.AfterFunc(c.srv.cfg.PingInterval, c.ping)
+	c.expiry = time.AfterFunc(max(c.expires.Sub(c.srv.cfg.Now()), 0), func() {
+		c.close(CloseTokenExpired, "token expired")
+	})
+	c.mu.Unlock()
+	c.kickWorker() // records the profile before any request
 	_ = conn.SetReadDeadline(c.srv.cfg.Now().Add(2 * c.srv.cfg.PingInterval))
 	conn.ReadLoop() // returns when the connection is closed, by either side
 	c.mu.Lock()
 	c.ended, c.queue, c.queuedBytes = true, nil, 0
+	c.pinger.Stop()
+	c.expiry.Stop()
 	c.mu.Unlock()
 	close(c.done)
 	c.cancel() // the request under way, if any, ends (after done: see gone)
@@ -161,6 +178,7 @@ func (events) OnMessage(conn *gws.Conn, msg *gws.Message) {
 	}
 	select {
 	case c.inbox <- req:
+		c.kickWorker()
 	case <-c.done:
 	}
 }
@@ -253,25 +271,59 @@ func (c *session) refreshDeadline() {
 	_ = c.conn.SetReadDeadline(c.srv.cfg.Now().Add(2 * c.srv.cfg.PingInterval))
 }
 
-// work records the user's profile, then runs requests in arrival order
-// until the reader stops, and closes the connection when its token expires.
+// kickWorker starts the worker unless it runs or the connection is gone.
+func (c *session) kickWorker() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.working || c.ended {
+		return
+	}
+	c.working = true
+	c.wg.Add(1)
+	go c.work()
+}
+
+// work records the user's profile the first time, then runs requests (and
+// role checks) in arrival order until there are none or the reader stops.
+// Whoever queues work calls kickWorker after: the worker decides that it is
+// out of work under c.mu, so work queued before that decision is run, and
+// work queued after it starts a new worker.
 func (c *session) work() {
 	defer c.wg.Done()
-	expiry := time.NewTimer(max(c.expires.Sub(c.srv.cfg.Now()), 0))
-	defer expiry.Stop()
-	c.recordProfile()
+	if !c.recorded {
+		c.recorded = true
+		c.recordProfile()
+	}
 	for {
+		select {
+		case <-c.done:
+			c.stopWorking()
+			return
+		default:
+		}
 		select {
 		case req := <-c.inbox:
 			c.handle(req)
+			continue
 		case project := <-c.recheck:
 			c.recheckRole(project)
-		case <-expiry.C:
-			c.close(CloseTokenExpired, "token expired")
-		case <-c.done:
+			continue
+		default:
+		}
+		c.mu.Lock()
+		if len(c.inbox) == 0 && len(c.recheck) == 0 || c.ended {
+			c.working = false
+			c.mu.Unlock()
 			return
 		}
+		c.mu.Unlock()
 	}
+}
+
+func (c *session) stopWorking() {
+	c.mu.Lock()
+	c.working = false
+	c.mu.Unlock()
 }
 
 // recordProfile stores the name and email of the connection's token, off
@@ -287,56 +339,6 @@ func (c *session) recordProfile() {
 	if err := c.srv.cfg.Store.RecordProfile(ctx, c.actor, c.profile); err != nil && c.ctx.Err() == nil {
 		c.srv.log.Warn("could not record the user's name and email", "conn", c.id,
 			"tenant", c.actor.Tenant, "user", c.actor.User, "err", err)
-	}
-}
-
-// writeLoop writes queued frames and pings until the reader stops. After a
-// close was requested it writes the close frame and ends the connection.
-func (c *session) writeLoop() {
-	defer c.wg.Done()
-	ping := time.NewTicker(c.srv.cfg.PingInterval)
-	defer ping.Stop()
-	for {
-		select {
-		case <-c.done:
-			return
-		case <-ping.C:
-			_ = c.conn.SetWriteDeadline(c.srv.cfg.Now().Add(c.srv.cfg.WriteTimeout))
-			if err := c.conn.WritePing(nil); err != nil {
-				c.writeFailed("ping", 0, err)
-				return
-			}
-		case <-c.wake:
-			for {
-				c.mu.Lock()
-				if len(c.queue) == 0 {
-					closing, code, reason := c.closing, c.closeCode, c.closeReason
-					c.mu.Unlock()
-					if closing {
-						_ = c.conn.SetWriteDeadline(c.srv.cfg.Now().Add(time.Second))
-						// The close frame is out and the write side shut: the
-						// reader ends when the client answers, or after the linger.
-						_ = c.conn.WriteClose(code, []byte(reason))
-						c.srv.metrics.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
-						return
-					}
-					break
-				}
-				frame := c.queue[0]
-				c.queue[0] = nil
-				c.queue = c.queue[1:]
-				c.queuedBytes -= len(frame)
-				c.mu.Unlock()
-				c.signalProgress()
-				_ = c.conn.SetWriteDeadline(c.srv.cfg.Now().Add(c.srv.cfg.WriteTimeout))
-				if err := c.conn.WriteMessage(gws.OpcodeBinary, frame); err != nil {
-					c.writeFailed("frame", len(frame), err)
-					return
-				}
-				c.written.Add(1)
-				c.signalProgress()
-			}
-		}
 	}
 }
 
@@ -369,21 +371,22 @@ func (c *session) enqueue(frame []byte) {
 		c.mu.Unlock()
 		return
 	}
-	// A frame larger than the whole limit still goes out alone, after the queue drained.
-	if c.queuedBytes > 0 && c.queuedBytes+len(frame) > c.srv.cfg.SendQueueBytes {
+	// A frame larger than the whole limit still goes out alone, after the
+	// queue drained; the frames being written count until they are.
+	if c.queuedBytes > 0 && c.queuedBytes+c.sending+len(frame) > c.srv.cfg.SendQueueBytes {
 		c.queue, c.queuedBytes = nil, 0
 		c.closing, c.closeCode, c.closeReason = true, CloseSlowConsumer, closeReasonTooSlow
-		c.mu.Unlock()
 		c.srv.metrics.slowConsumers.Inc()
 		c.srv.log.Warn("slow consumer disconnected", "conn", c.id, "limit_bytes", c.srv.cfg.SendQueueBytes)
-		c.signal()
+		c.startFlushLocked()
+		c.mu.Unlock()
 		return
 	}
 	c.queue = append(c.queue, frame)
 	c.queuedBytes += len(frame)
 	c.queued++
+	c.startFlushLocked()
 	c.mu.Unlock()
-	c.signal()
 }
 
 // errUndelivered says that the connection closed before an answer was
@@ -404,13 +407,14 @@ func (c *session) enqueueWait(ctx context.Context, frame []byte) (uint64, error)
 			c.mu.Unlock()
 			return 0, errUndelivered
 		}
-		if c.queuedBytes == 0 || c.queuedBytes+len(frame) <= c.srv.cfg.SendQueueBytes/2 {
+		pending := c.queuedBytes + c.sending
+		if pending == 0 || pending+len(frame) <= c.srv.cfg.SendQueueBytes/2 {
 			c.queue = append(c.queue, frame)
 			c.queuedBytes += len(frame)
 			c.queued++
 			seq := c.queued
+			c.startFlushLocked()
 			c.mu.Unlock()
-			c.signal()
 			return seq, nil
 		}
 		c.mu.Unlock()
@@ -452,15 +456,8 @@ func (c *session) close(code uint16, reason string) {
 		return
 	}
 	c.closing, c.closeCode, c.closeReason = true, code, reason
+	c.startFlushLocked()
 	c.mu.Unlock()
-	c.signal()
-}
-
-func (c *session) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
 }
 
 func (c *session) signalProgress() {
@@ -506,6 +503,7 @@ func (c *session) ResyncRequired(project uuid.UUID, reason string) {
 	}}))
 	select {
 	case c.recheck <- project:
+		c.kickWorker()
 	default: // checks already queued; the client's resync request is checked anyway
 	}
 }
