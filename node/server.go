@@ -278,34 +278,46 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := s.newSession(id)
-	defer sess.cancel()
 	if !s.track(sess) {
+		sess.cancel()
 		s.metrics.upgrades.WithLabelValues("draining").Inc()
 		http.Error(w, "node is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer s.untrack(sess)
 	nc, err := hijack(w)
-	if err != nil {
-		s.metrics.upgrades.WithLabelValues("failed").Inc()
-		s.log.Info("upgrade failed", "remote", r.RemoteAddr, "err", err)
-		return
+	if err == nil {
+		var conn *gws.Conn
+		if conn, err = s.upgrader.UpgradeFromConn(nc, bufio.NewReaderSize(nc, readBufferSize), r); err == nil {
+			s.metrics.upgrades.WithLabelValues("ok").Inc()
+			conn.Session().Store(sessionKey, sess)
+			sess.nc = nc
+			// The connection is served on a goroutine of its own, and this
+			// one returns: the HTTP server's goroutine, its stack grown by
+			// the request, and its buffers (8 KiB) are released, not held
+			// for the life of the WebSocket.
+			go s.serveConn(sess, conn)
+			return
+		}
+		nc.linger()
 	}
-	defer nc.linger()
-	conn, err := s.upgrader.UpgradeFromConn(nc, bufio.NewReaderSize(nc, readBufferSize), r)
-	if err != nil {
-		s.metrics.upgrades.WithLabelValues("failed").Inc()
-		s.log.Info("upgrade failed", "remote", r.RemoteAddr, "err", err)
-		return
-	}
-	s.metrics.upgrades.WithLabelValues("ok").Inc()
-	conn.Session().Store(sessionKey, sess)
-	sess.nc = nc
+	sess.cancel()
+	s.untrack(sess)
+	s.metrics.upgrades.WithLabelValues("failed").Inc()
+	s.log.Info("upgrade failed", "remote", r.RemoteAddr, "err", err)
+}
+
+// serveConn serves an upgraded connection until it closes.
+func (s *Server) serveConn(sess *session, conn *gws.Conn) {
+	defer s.untrack(sess)
+	defer sess.cancel()
+	defer sess.nc.linger()
 	sess.run(conn)
 }
 
-// readBufferSize is the size of a WebSocket's read buffer (gws's default).
-const readBufferSize = 4 << 10
+// readBufferSize is the size of a WebSocket's read buffer, held for the
+// connection's life. Requests are small (about 150 bytes); a larger frame
+// is read straight into its own buffer, past this one.
+const readBufferSize = 1 << 10
 
 // hijack takes the connection over from the HTTP server, as a lingerConn:
 // gws closes a WebSocket gracefully through it.
