@@ -43,6 +43,7 @@ type batch struct {
 	frames  [][]byte
 	headers []byte
 	bufs    net.Buffers
+	out     net.Buffers // bufs as the write consumes them
 }
 
 var batches = sync.Pool{New: func() any { return new(batch) }}
@@ -75,7 +76,7 @@ func (b *batch) release() {
 	}
 	clear(b.frames[:cap(b.frames)])
 	clear(b.bufs[:cap(b.bufs)])
-	b.frames, b.bufs = b.frames[:0], b.bufs[:0]
+	b.frames, b.bufs, b.out = b.frames[:0], b.bufs[:0], nil
 	batches.Put(b)
 }
 
@@ -127,9 +128,9 @@ func (c *session) flush() {
 		c.signalProgress()
 
 		b.build(b.frames, ping)
-		bufs := b.bufs // WriteTo consumes its slice; b keeps the array
+		b.out = b.bufs // the write consumes out; bufs keeps the array
 		_ = c.nc.SetWriteDeadline(c.srv.cfg.Now().Add(c.srv.cfg.WriteTimeout))
-		err := c.nc.writeBuffers(&bufs)
+		err := c.nc.writeBuffers(&b.out)
 		n := len(b.frames)
 		b.release()
 		if err != nil {

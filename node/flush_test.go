@@ -35,6 +35,29 @@ func (r *received) OnMessage(_ *gws.Conn, m *gws.Message) {
 // connection, its flusher not started, and a gws client on the other end.
 func flushPair(t *testing.T) (*session, *received) {
 	t.Helper()
+	r := &received{frames: make(chan []byte, 64), pings: make(chan struct{}, 8)}
+	server := wsPair(t, r)
+	return newFlushSession(t, server, newFlushServer(t)), r
+}
+
+// newFlushServer returns the little of a Server a session's writing needs.
+func newFlushServer(t testing.TB) *Server {
+	t.Helper()
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Server{metrics: m, cfg: Config{Now: time.Now, WriteTimeout: 5 * time.Second, SendQueueBytes: 4 << 20}}
+}
+
+func newFlushSession(_ testing.TB, server net.Conn, srv *Server) *session {
+	return &session{srv: srv, nc: newLingerConn(server, nil), progress: make(chan struct{}, 1)}
+}
+
+// wsPair opens a WebSocket connection on loopback whose client end is
+// served by a gws client calling h, and returns the server end's socket.
+func wsPair(t testing.TB, h gws.Event) net.Conn {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,8 +82,7 @@ func flushPair(t *testing.T) (*session, *received) {
 			base64.StdEncoding.EncodeToString(sum[:]))
 		accepted <- c
 	}()
-	r := &received{frames: make(chan []byte, 64), pings: make(chan struct{}, 8)}
-	client, _, err := gws.NewClient(r, &gws.ClientOption{Addr: "ws://" + ln.Addr().String(), ReadMaxPayloadSize: 1 << 20})
+	client, _, err := gws.NewClient(h, &gws.ClientOption{Addr: "ws://" + ln.Addr().String(), ReadMaxPayloadSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,12 +93,7 @@ func flushPair(t *testing.T) (*session, *received) {
 		t.Fatal("handshake failed")
 	}
 	t.Cleanup(func() { server.Close() })
-	m, err := newMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &Server{metrics: m, cfg: Config{Now: time.Now, WriteTimeout: 5 * time.Second}}
-	return &session{srv: srv, nc: newLingerConn(server, nil), progress: make(chan struct{}, 1)}, r
+	return server
 }
 
 // Frames queued together go out in one write, whole and in order, with
