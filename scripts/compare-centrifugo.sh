@@ -78,6 +78,11 @@ die() {
 unset "${!PM_LOADGEN_@}"
 
 [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive number, not '$REPS'"
+[[ "$SETTLE" =~ ^[0-9]+$ && "$COOLDOWN" =~ ^[0-9]+$ ]] || die "SETTLE and COOLDOWN are whole seconds"
+# S5 reads the RSS SETTLE seconds after the last subscription: the hold must outlast that.
+if ! [[ "$HOLD" =~ ^([0-9]+)s$ ]] || ((BASH_REMATCH[1] <= SETTLE)); then
+	die "HOLD must be whole seconds, more than SETTLE ($SETTLE): not '$HOLD'"
+fi
 [[ "$DB_NAME" != pm ]] || die "COMPARE_DB_NAME must not be make run's database 'pm'"
 # The prefixes' keys are deleted at the end: never make run's, never all.
 [[ -n "$PM_PREFIX" && "$PM_PREFIX" != pm: ]] || die "COMPARE_REDIS_PREFIX must be set and not make run's 'pm:'"
@@ -224,7 +229,6 @@ for ((i = 1; i <= NODES; i++)); do
 	(umask 077 && cat >"$WORK/centrifugo-$i.json") <<EOF
 {
   "http_server": {"address": "127.0.0.1", "port": $((CF_BASE + i))},
-  "log": {"level": "warn"},
   "client": {"token": {"hmac_secret_key": "$CF_SECRET"}},
   "channel": {"namespaces": [{"name": "loadgen", "allow_subscribe_for_client": true, "allow_publish_for_client": true}]},
   "engine": {"type": "redis", "redis": {"address": ["redis://127.0.0.1:6379"], "prefix": "$CF_PREFIX"}},
@@ -329,9 +333,23 @@ failed=0
 # result SCENARIO TARGET REP METRIC VALUE
 result() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/results.tsv"; }
 
+# loadgen TXT SECRET ARGS...: runs pm-loadgen with its output in TXT and
+# returns its status. In the background, so that a signal reaches the trap
+# at once (bash runs traps only between foreground commands); the trap
+# stops it.
+loadgen() {
+	local txt=$1 secret=$2 status=0
+	shift 2
+	PM_LOADGEN_SECRET="$secret" "$LOADGEN" "$@" >"$txt" 2>&1 &
+	loadgen_pid=$!
+	wait "$loadgen_pid" || status=$?
+	loadgen_pid=""
+	return "$status"
+}
+
 # run_scenario SCENARIO TARGET REP: one run of pm-loadgen, its figures into results.tsv.
 run_scenario() {
-	local scen=$1 target=$2 rep=$3 args=() name secret before after pids ready
+	local scen=$1 target=$2 rep=$3 args=() name secret before="" after="" pids ready
 	name="$scen-$target-$rep"
 	local json="$OUT/runs/$name.json" txt="$OUT/runs/$name.txt"
 	secret=$PM_SECRET
@@ -372,9 +390,14 @@ run_scenario() {
 			return
 		fi
 		loadgen_pid=""
+		if [[ -z "$before" || -z "$after" ]]; then
+			log "$name: could not read the nodes' RSS"
+			failed=$((failed + 1))
+			return
+		fi
 		printf '\nnode RSS: %s KiB before, %s KiB after %s idle subscribed connections\n' "$before" "$after" "$S5_CONNS" >>"$txt"
 		result "$scen" "$target" "$rep" rss_kib_per_conn "$(awk -v a="$after" -v b="$before" -v n="$S5_CONNS" 'BEGIN {printf "%.2f", (a - b) / n}')"
-	elif ! PM_LOADGEN_SECRET="$secret" "$LOADGEN" "${args[@]}" >"$txt" 2>&1; then
+	elif ! loadgen "$txt" "$secret" "${args[@]}"; then
 		log "$name: pm-loadgen failed (see $txt)"
 		failed=$((failed + 1))
 		return
