@@ -172,25 +172,27 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("pm-loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var envErrs []error
+	// envName is a flag's variable: -ready-file is PM_LOADGEN_READY_FILE.
+	envName := func(name string) string { return "PM_LOADGEN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) }
 	envOr := func(name, def string) string {
-		if v := getenv("PM_LOADGEN_" + strings.ToUpper(name)); v != "" {
+		if v := getenv(envName(name)); v != "" {
 			return v
 		}
 		return def
 	}
-	note := func(name string) string { return " (PM_LOADGEN_" + strings.ToUpper(name) + ")" }
+	note := func(name string) string { return " (" + envName(name) + ")" }
 	str := func(name, def, usage string) *string { return fs.String(name, envOr(name, def), usage+note(name)) }
 	num := func(name string, def int, usage string) *int {
 		v, err := strconv.Atoi(envOr(name, strconv.Itoa(def)))
 		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("PM_LOADGEN_%s: %w", strings.ToUpper(name), err))
+			envErrs = append(envErrs, fmt.Errorf("%s: %w", envName(name), err))
 		}
 		return fs.Int(name, v, usage+note(name))
 	}
 	dur := func(name string, def time.Duration, usage string) *time.Duration {
 		v, err := time.ParseDuration(envOr(name, def.String()))
 		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("PM_LOADGEN_%s: %w", strings.ToUpper(name), err))
+			envErrs = append(envErrs, fmt.Errorf("%s: %w", envName(name), err))
 		}
 		return fs.Duration(name, v, usage+note(name))
 	}

@@ -75,7 +75,7 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("centrifugo with PM_JWT_SECRET only: %v, want a usage error", err)
 	}
 	// Idle: no writers, hold, ready file.
-	cfg, err = parse(map[string]string{"PM_JWT_SECRET": "s", "PM_LOADGEN_HOLD": "20s"}, "-writers", "0", "-ready-file", "r")
+	cfg, err = parse(map[string]string{"PM_JWT_SECRET": "s", "PM_LOADGEN_HOLD": "20s", "PM_LOADGEN_READY_FILE": "r"}, "-writers", "0")
 	if err != nil || cfg.writers != 0 || cfg.rate != 0 || cfg.inflight != 0 || cfg.hold != 20*time.Second || cfg.ready != "r" {
 		t.Fatalf("idle: %+v, %v", cfg, err)
 	}
