@@ -27,7 +27,7 @@ GOFILES = $(shell find . -name '*.go' -not -name '*.pb.go' \
 .NOTPARALLEL:
 
 .PHONY: help build generate generate-check lint test test-short fuzz bench \
-	run stop services clean web web-deps web-check web-test
+	run stop services clean web web-deps web-check web-test compare
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -95,6 +95,9 @@ fuzz: ## run each Fuzz target for FUZZTIME (default 30s)
 
 bench: services ## run benchmarks, never part of test (BENCH=regexp, BENCHTIME=1s or e.g. 20x)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem -count=1 $(GOTESTFLAGS) $(PKGS)
+
+compare: ## pm side by side with Centrifugo v6.9.1, each on 2 nodes (scripts/compare-centrifugo.sh: SCENARIOS, REPS, CENTRIFUGO_BIN, …)
+	scripts/compare-centrifugo.sh
 
 run: ## start a local cluster: NODES nodes behind HAProxy, demo data
 	scripts/run.sh

@@ -19,7 +19,9 @@
 #   PM_NODE_BASE_PORT [8180], PM_ADMIN_BASE_PORT [9190],
 #   PM_JWT_SECRET [generated once, kept in .run/jwt-secret], READY_WAIT [60 seconds],
 #   PM_DB_NAME [pm] (the database: clusters side by side need one each, and a
-#   PM_REDIS_PREFIX each).
+#   PM_REDIS_PREFIX each), PM_RUN_DIR [.run] (pid files, logs, secret: a second
+#   cluster needs its own, or this run stops the first; scripts/stop.sh reads
+#   the same variable).
 #   Other PM_* variables (PM_LOG_LEVEL, PM_REDIS_PREFIX, …) pass through to the nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,8 @@ export PM_LB_ADDR="${PM_LB_ADDR:-127.0.0.1:8080}"
 export PM_LB_STATS_ADDR="${PM_LB_STATS_ADDR:-127.0.0.1:8404}"
 readonly READY_WAIT="${READY_WAIT:-60}"
 export PM_DB_NAME="${PM_DB_NAME:-pm}" # scripts/dbsetup.sh makes it
-readonly RUN_DIR=.run
+readonly RUN_DIR="${PM_RUN_DIR:-.run}"
+export PM_RUN_DIR="$RUN_DIR" # scripts/stop.sh stops what this run starts
 
 # The demo tenant: fixed ids, so tokens and links survive restarts.
 readonly TENANT=demo
@@ -276,10 +279,12 @@ done
 if $lb_enabled; then
 	echo "    HAProxy         http://$PM_LB_STATS_ADDR/metrics  (stats page: http://$PM_LB_STATS_ADDR/)"
 fi
+stop_cmd="make stop"
+[[ "$RUN_DIR" == .run ]] || stop_cmd="PM_RUN_DIR=$RUN_DIR scripts/stop.sh"
 cat <<EOF
 
   Tail a project's events:  bin/pmctl tail --tenant $TENANT --project $PROJECT
   Logs:                     $RUN_DIR/*.log
-  Stop everything:          make stop
+  Stop everything:          $stop_cmd
 EOF
 exit "$status"

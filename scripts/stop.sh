@@ -3,11 +3,12 @@
 # .run/ (the nodes and HAProxy). It sends SIGTERM so nodes drain (close their
 # WebSockets with 1001), waits up to STOP_WAIT seconds (default 20), then
 # sends SIGKILL to what is left. A pid whose process is no longer the one
-# run.sh started (pm-node or haproxy) is left alone.
+# run.sh started (pm-node or haproxy) is left alone. PM_RUN_DIR (default
+# .run) names the folder of pid files, as for run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-readonly RUN_DIR=.run WAIT_SECONDS="${STOP_WAIT:-20}"
+readonly RUN_DIR="${PM_RUN_DIR:-.run}" WAIT_SECONDS="${STOP_WAIT:-20}"
 
 # ours PID NAME: is PID alive and running the program NAME?
 ours() {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +52,7 @@ type loadgen struct {
 	maxRev       []atomic.Int64  // highest revision a writer saw, by project
 
 	reconnects, disconnects, resyncPushes, overflows atomic.Uint64
+	connectTook                                      time.Duration // to open and subscribe every subscriber
 
 	mu         sync.Mutex
 	errs       map[string]uint64 // write errors by code
@@ -84,15 +86,51 @@ func (lg *loadgen) countError(code string) {
 	lg.mu.Unlock()
 }
 
-// loadRun seeds, loads, drains and checks, and returns the report.
+// loadRun runs the load against the target and returns the report.
 func loadRun(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
+	if cfg.target == targetCentrifugo {
+		return runCentrifugo(ctx, cfg, stderr)
+	}
+	return runPM(ctx, cfg, stderr)
+}
+
+// newLoadgen returns a run's state, named loadgen-xxxxxxxx.
+func newLoadgen(cfg config, stderr io.Writer) *loadgen {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	lg := &loadgen{
+	return &loadgen{
 		cfg: cfg, tenant: "loadgen-" + hex.EncodeToString(b), secret: []byte(cfg.secret), stderr: stderr,
 		writes: make([]atomic.Uint64, cfg.projects), maxRev: make([]atomic.Int64, cfg.projects),
 		errs: map[string]uint64{}, closeCodes: map[string]uint64{},
 	}
+}
+
+// subscribed records how long opening and subscribing every subscriber
+// took, writes -ready-file, and holds the connections idle for -hold.
+func (lg *loadgen) subscribed(ctx context.Context, took time.Duration) error {
+	lg.connectTook = took
+	lg.progressf("connected and subscribed %d in %.2fs", lg.cfg.conns, took.Seconds())
+	if f := lg.cfg.ready; f != "" {
+		line := fmt.Sprintf("connected and subscribed %d in %.3fs\n", lg.cfg.conns, took.Seconds())
+		if err := os.WriteFile(f, []byte(line), 0o644); err != nil {
+			return fmt.Errorf("ready file: %w", err)
+		}
+	}
+	if lg.cfg.hold > 0 {
+		lg.progressf("holding %d subscriber connection(s) for %v", lg.cfg.conns, lg.cfg.hold)
+		t := time.NewTimer(lg.cfg.hold)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	return ctx.Err()
+}
+
+// runPM seeds a tenant, loads, drains and checks, and returns the report.
+func runPM(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
+	lg := newLoadgen(cfg, stderr)
 	lg.log = slog.New(&sdkEvents{lg: lg})
 	if cfg.rate > 50*float64(cfg.writers) {
 		fmt.Fprintf(stderr, "pm-loadgen: note: %g writes/s on %d writer connection(s) exceeds the nodes' default limit of 50 requests/s per connection (PM_RATE_PER_SECOND); expect RATE_LIMITED, or add -writers\n", cfg.rate, cfg.writers)
@@ -180,6 +218,7 @@ func loadRun(ctx context.Context, cfg config, stderr io.Writer) (*report, error)
 	}
 
 	// Subscribers, once every seed write is done: each follows one project.
+	connecting := time.Now()
 	subs := make([]*subscriber, cfg.conns)
 	err = parallel(ctx, cfg.conns, setupConns, func(_, i int) error {
 		s := &subscriber{lg: lg, project: i % cfg.projects}
@@ -205,13 +244,26 @@ func loadRun(ctx context.Context, cfg config, stderr io.Writer) (*report, error)
 	if err != nil {
 		return nil, fmt.Errorf("subscribers: %w", err)
 	}
+	if err := lg.subscribed(ctx, time.Since(connecting)); err != nil {
+		return nil, err
+	}
+	if cfg.writers == 0 {
+		return lg.report(subs, nil, 0), nil
+	}
+
 	// Load: warm-up, then the measured window.
 	start := time.Now()
 	lg.from.Store(start.Add(cfg.warmup).UnixNano())
 	lg.to.Store(start.Add(cfg.warmup + cfg.duration).UnixNano())
 	end := start.Add(cfg.warmup + cfg.duration)
 	stopProgress := lg.startProgress(start)
-	lg.load(ctx, writers, end)
+	var lanes []lane
+	for _, w := range writers {
+		for _, it := range w.items {
+			lanes = append(lanes, &itemLane{lg: lg, w: w, it: it, r: mrand.New(mrand.NewPCG(uint64(w.id), uint64(it.project)))})
+		}
+	}
+	lg.load(ctx, lanes, end)
 	if ctx.Err() != nil {
 		stopProgress()
 		return nil, ctx.Err()
@@ -234,7 +286,7 @@ func loadRun(ctx context.Context, cfg config, stderr io.Writer) (*report, error)
 
 // dial connects one client of user, round-robin over the URLs from index i.
 func (lg *loadgen) dial(ctx context.Context, i int, user uuid.UUID, onEvent func(*pmv1.WebSocketMessage), writer bool) (*client.Client, error) {
-	ttl := lg.cfg.warmup + lg.cfg.duration + lg.cfg.drain + time.Hour
+	ttl := lg.cfg.hold + lg.cfg.warmup + lg.cfg.duration + lg.cfg.drain + time.Hour
 	token, err := client.NewToken(lg.secret, lg.tenant, user, ttl)
 	if err != nil {
 		return nil, err
@@ -430,20 +482,24 @@ type item struct {
 // job is one write to send; at is when (open loop: the schedule's time).
 type job struct{ at time.Time }
 
-// load runs the writers until end: one worker per owned item, fed by a
-// fixed-rate schedule (open loop) or by the completions (closed loop).
-func (lg *loadgen) load(ctx context.Context, writers []*writer, end time.Time) {
+// lane is where a writer sends its writes one at a time: a pm item, or a
+// Centrifugo writer's channel. send makes one write whose send time is sent
+// and records its outcome.
+type lane interface {
+	send(ctx context.Context, sent time.Time)
+}
+
+// load runs the writers until end: one worker per lane, fed by a fixed-rate
+// schedule (open loop) or by the completions (closed loop).
+func (lg *loadgen) load(ctx context.Context, lanes []lane, end time.Time) {
 	// The open loop's queue holds up to a second of writes waiting for a
-	// free item (their latency counts from the schedule); past that the
+	// free lane (their latency counts from the schedule); past that the
 	// generator itself is the bottleneck, and skips.
-	nItems := len(writers) * lg.cfg.projects
-	jobs := make(chan job, max(nItems, lg.cfg.inflight, min(int(lg.cfg.rate), 100_000)))
+	jobs := make(chan job, max(len(lanes), lg.cfg.inflight, min(int(lg.cfg.rate), 100_000)))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, w := range writers {
-		for _, it := range w.items {
-			wg.Go(func() { lg.work(ctx, w, it, jobs, stop, end) })
-		}
+	for _, l := range lanes {
+		wg.Go(func() { lg.work(ctx, l, jobs, stop, end) })
 	}
 	if lg.cfg.inflight > 0 {
 		for range lg.cfg.inflight {
@@ -490,9 +546,8 @@ func (lg *loadgen) schedule(ctx context.Context, jobs chan<- job, end time.Time)
 	}
 }
 
-// work is the worker of one item: it sends a write per job.
-func (lg *loadgen) work(ctx context.Context, w *writer, it *item, jobs chan job, stop <-chan struct{}, end time.Time) {
-	r := mrand.New(mrand.NewPCG(uint64(w.id), uint64(it.project)))
+// work is the worker of one lane: it sends a write per job.
+func (lg *loadgen) work(ctx context.Context, l lane, jobs chan job, stop <-chan struct{}, end time.Time) {
 	closed := lg.cfg.inflight > 0
 	for {
 		select {
@@ -508,13 +563,23 @@ func (lg *loadgen) work(ctx context.Context, w *writer, it *item, jobs chan job,
 					return
 				}
 			}
-			lg.write(ctx, w, it, sent, r)
+			l.send(ctx, sent)
 			if closed {
 				jobs <- job{} // never blocks: a ticket back in a channel that held it
 			}
 		}
 	}
 }
+
+// itemLane is a pm item as a lane: its writer's writes to it.
+type itemLane struct {
+	lg *loadgen
+	w  *writer
+	it *item
+	r  *mrand.Rand // picks the kind of each write
+}
+
+func (l *itemLane) send(ctx context.Context, sent time.Time) { l.lg.write(ctx, l.w, l.it, sent, l.r) }
 
 // write sends one write of the mix's kinds and records its outcome.
 func (lg *loadgen) write(ctx context.Context, w *writer, it *item, sent time.Time, r *mrand.Rand) {

@@ -31,6 +31,14 @@
 // variable PM_LOADGEN_<FLAG> (pm-loadgen -h lists them); the secret also
 // falls back to PM_JWT_SECRET.
 //
+// With -writers 0 it only opens and subscribes the subscriber connections
+// and holds them idle for -hold (-ready-file tells a script when they are
+// all subscribed), to measure the servers' memory per connection; the report
+// gives, for every run, how long opening and subscribing them all took.
+//
+// With -target centrifugo it loads a Centrifugo cluster the same way, for a
+// side-by-side comparison (scripts/compare-centrifugo.sh): see centrifugo.go.
+//
 // Against make run's cluster:
 //
 //	PM_JWT_SECRET=$(cat .run/jwt-secret) bin/pm-loadgen -url ws://127.0.0.1:8080/ws -conns 200 -writers 4 -rate 200
@@ -63,8 +71,15 @@ func main() {
 // measurement, not a soak.
 const maxDuration = time.Hour
 
+// The targets pm-loadgen can load.
+const (
+	targetPM         = "pm"
+	targetCentrifugo = "centrifugo"
+)
+
 // config is a load run's settings.
 type config struct {
+	target   string // targetPM or targetCentrifugo
 	urls     []string
 	secret   string
 	conns    int
@@ -75,9 +90,13 @@ type config struct {
 	duration time.Duration
 	warmup   time.Duration
 	drain    time.Duration
+	hold     time.Duration // subscribed connections held idle before the load
 	mix      mix
 	jsonFile string
-	progress bool // print the progress line every second
+	ready    string // file written once every subscriber is subscribed
+	progress bool   // print the progress line every second
+
+	namespace string // Centrifugo: the channels' namespace
 }
 
 // mix is the share of each kind of write, in parts (not necessarily of 100).
@@ -153,44 +172,51 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("pm-loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var envErrs []error
+	// envName is a flag's variable: -ready-file is PM_LOADGEN_READY_FILE.
+	envName := func(name string) string { return "PM_LOADGEN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) }
 	envOr := func(name, def string) string {
-		if v := getenv("PM_LOADGEN_" + strings.ToUpper(name)); v != "" {
+		if v := getenv(envName(name)); v != "" {
 			return v
 		}
 		return def
 	}
-	note := func(name string) string { return " (PM_LOADGEN_" + strings.ToUpper(name) + ")" }
+	note := func(name string) string { return " (" + envName(name) + ")" }
 	str := func(name, def, usage string) *string { return fs.String(name, envOr(name, def), usage+note(name)) }
 	num := func(name string, def int, usage string) *int {
 		v, err := strconv.Atoi(envOr(name, strconv.Itoa(def)))
 		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("PM_LOADGEN_%s: %w", strings.ToUpper(name), err))
+			envErrs = append(envErrs, fmt.Errorf("%s: %w", envName(name), err))
 		}
 		return fs.Int(name, v, usage+note(name))
 	}
 	dur := func(name string, def time.Duration, usage string) *time.Duration {
 		v, err := time.ParseDuration(envOr(name, def.String()))
 		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("PM_LOADGEN_%s: %w", strings.ToUpper(name), err))
+			envErrs = append(envErrs, fmt.Errorf("%s: %w", envName(name), err))
 		}
 		return fs.Duration(name, v, usage+note(name))
 	}
-	urls := str("url", "ws://127.0.0.1:8080/ws", "node or load balancer WebSocket URLs, comma-separated, loopback only; connections go round-robin")
-	secret := fs.String("secret", "", "HS256 secret of the cluster's tokens"+note("secret")+", else PM_JWT_SECRET")
+	target := str("target", targetPM, "what to load: pm, or centrifugo (a Centrifugo cluster, same load, for comparison)")
+	urls := str("url", "", "node or load balancer WebSocket URLs, comma-separated, loopback only; connections go round-robin (default ws://127.0.0.1:8080/ws, centrifugo ws://127.0.0.1:8000/connection/websocket)")
+	secret := fs.String("secret", "", "HS256 secret of the cluster's tokens"+note("secret")+", else (pm only) PM_JWT_SECRET")
 	conns := num("conns", 100, "subscriber connections")
-	projects := num("projects", 1, "projects; subscriber i follows project i mod projects")
-	writers := num("writers", 2, "writer connections; each owns one work item per project")
+	projects := num("projects", 1, "projects (centrifugo: channels); subscriber i follows project i mod projects")
+	writers := num("writers", 2, "writer connections; each owns one work item per project (centrifugo: publishes to every channel); 0: idle, connect and subscribe only")
 	rate := str("rate", "", "total writes per second, open loop (default 100 unless -inflight)")
 	inflight := num("inflight", 0, "closed loop: this many write requests in flight in total (at most writers×projects)")
 	duration := dur("duration", 10*time.Second, "how long to measure")
 	warmup := dur("warmup", 2*time.Second, "load before measuring, not counted")
 	drain := dur("drain", 5*time.Second, "after the writers stop, how long subscribers may take to catch up")
+	hold := dur("hold", 0, "once every subscriber is subscribed, hold the connections idle this long before the load (with -writers 0: before closing)")
+	ready := str("ready-file", "", "write this file once every subscriber is subscribed (before -hold)")
+	namespace := str("namespace", "loadgen", "centrifugo: the channels' namespace, which must allow subscribe and publish for clients (empty: channels without namespace)")
 	mixFlag := str("mix", "update=100", "shares of write kinds: update (versioned title+description change), create (new task), move (status change)")
 	jsonFile := str("json", "", "also write the report as JSON to this file")
 	quiet := fs.Bool("quiet", envOr("quiet", "") == "true", "no progress line"+note("quiet"))
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pm-loadgen [-url ws://127.0.0.1:8080/ws] [-secret S] [-conns N] [-projects P] [-writers W] [-rate R | -inflight C] [-duration D] [-mix update=90,create=5,move=5] [-json FILE]\n\n"+
-			"Loads a pm cluster on this machine (loopback addresses only) and reports delivery and request latency, rates and losses.\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: pm-loadgen [-target pm|centrifugo] [-url ws://127.0.0.1:8080/ws] [-secret S] [-conns N] [-projects P] [-writers W] [-rate R | -inflight C] [-duration D] [-mix update=90,create=5,move=5] [-hold D] [-json FILE]\n\n"+
+			"Loads a pm cluster (or, with -target centrifugo, a Centrifugo cluster) on this machine (loopback addresses only) and reports\n"+
+			"delivery and request latency, rates, losses and how long connecting took. -writers 0 -hold D: connect, subscribe, hold idle.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -211,14 +237,26 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		return fail("%v", errors.Join(envErrs...))
 	}
 	cfg := config{
-		secret: *secret, conns: *conns, projects: *projects, writers: *writers, inflight: *inflight,
-		duration: *duration, warmup: *warmup, drain: *drain, jsonFile: *jsonFile, progress: !*quiet,
+		target: *target, secret: *secret, conns: *conns, projects: *projects, writers: *writers, inflight: *inflight,
+		duration: *duration, warmup: *warmup, drain: *drain, hold: *hold, jsonFile: *jsonFile, ready: *ready,
+		progress: !*quiet, namespace: *namespace,
+	}
+	if cfg.target != targetPM && cfg.target != targetCentrifugo {
+		return fail("-target %q: want pm or centrifugo", cfg.target)
 	}
 	if cfg.secret == "" {
 		cfg.secret = getenv("PM_LOADGEN_SECRET")
 	}
-	if cfg.secret == "" {
+	if cfg.secret == "" && cfg.target == targetPM {
 		cfg.secret = getenv("PM_JWT_SECRET")
+	}
+	urlSet := false
+	fs.Visit(func(f *flag.Flag) { urlSet = urlSet || f.Name == "url" })
+	if *urls == "" && !urlSet {
+		*urls = "ws://127.0.0.1:8080/ws"
+		if cfg.target == targetCentrifugo {
+			*urls = "ws://127.0.0.1:8000/connection/websocket"
+		}
 	}
 	for u := range strings.SplitSeq(*urls, ",") {
 		if u = strings.TrimSpace(u); u != "" {
@@ -234,9 +272,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		}
 	}
 	if cfg.secret == "" {
-		return fail("-secret (or PM_JWT_SECRET) is required: pm-loadgen mints its users' tokens")
+		return fail("-secret (or, for pm, PM_JWT_SECRET) is required: pm-loadgen mints its users' tokens")
 	}
 	switch {
+	case cfg.writers == 0 && (*rate != "" || cfg.inflight != 0):
+		return fail("-writers 0 (idle) takes neither -rate nor -inflight")
+	case cfg.writers == 0:
 	case *rate != "" && cfg.inflight > 0:
 		return fail("-rate and -inflight exclude each other")
 	case *rate != "":
@@ -251,16 +292,19 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if cfg.inflight < 0 {
 		return fail("-inflight %d is negative", cfg.inflight)
 	}
-	if cfg.conns < 1 || cfg.projects < 1 || cfg.writers < 1 {
-		return fail("-conns, -projects and -writers must be at least 1")
+	if cfg.conns < 1 || cfg.projects < 1 || cfg.writers < 0 {
+		return fail("-conns and -projects must be at least 1, -writers at least 0")
 	}
 	if cfg.inflight > cfg.writers*cfg.projects {
 		return fail("-inflight %d: at most writers×projects = %d (one request per owned item at a time)", cfg.inflight, cfg.writers*cfg.projects)
 	}
-	for name, d := range map[string]time.Duration{"duration": cfg.duration, "warmup": cfg.warmup, "drain": cfg.drain} {
+	for name, d := range map[string]time.Duration{"duration": cfg.duration, "warmup": cfg.warmup, "drain": cfg.drain, "hold": cfg.hold} {
 		if d < 0 || d > maxDuration || name == "duration" && d == 0 {
-			return fail("-%s %v: want more than 0 (warmup, drain: 0 or more) and at most %v", name, d, maxDuration)
+			return fail("-%s %v: want more than 0 (warmup, drain, hold: 0 or more) and at most %v", name, d, maxDuration)
 		}
+	}
+	if cfg.target == targetCentrifugo && strings.ContainsAny(cfg.namespace, ":$#/ ") {
+		return fail("-namespace %q: a Centrifugo namespace name, without ':' and such", cfg.namespace)
 	}
 	m, err := parseMix(*mixFlag)
 	if err != nil {

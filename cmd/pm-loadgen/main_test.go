@@ -61,8 +61,23 @@ func TestParseFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.rate != 100 || cfg.inflight != 0 || cfg.duration != 10*time.Second || cfg.conns != 100 || cfg.writers != 2 ||
-		cfg.projects != 1 || cfg.mix != (mix{Update: 100}) || cfg.secret != "s" || len(cfg.urls) != 1 {
+		cfg.projects != 1 || cfg.mix != (mix{Update: 100}) || cfg.secret != "s" || len(cfg.urls) != 1 ||
+		cfg.target != targetPM || cfg.urls[0] != "ws://127.0.0.1:8080/ws" || cfg.hold != 0 || cfg.ready != "" {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+	// Centrifugo: its own default URL, and no fallback to pm's secret.
+	cfg, err = parse(map[string]string{"PM_LOADGEN_TARGET": "centrifugo", "PM_LOADGEN_SECRET": "c"})
+	if err != nil || cfg.target != targetCentrifugo || cfg.urls[0] != "ws://127.0.0.1:8000/connection/websocket" ||
+		cfg.secret != "c" || cfg.namespace != "loadgen" {
+		t.Fatalf("centrifugo defaults: %+v, %v", cfg, err)
+	}
+	if _, err := parse(map[string]string{"PM_JWT_SECRET": "s"}, "-target", "centrifugo"); err != errUsage {
+		t.Errorf("centrifugo with PM_JWT_SECRET only: %v, want a usage error", err)
+	}
+	// Idle: no writers, hold, ready file.
+	cfg, err = parse(map[string]string{"PM_JWT_SECRET": "s", "PM_LOADGEN_HOLD": "20s", "PM_LOADGEN_READY_FILE": "r"}, "-writers", "0")
+	if err != nil || cfg.writers != 0 || cfg.rate != 0 || cfg.inflight != 0 || cfg.hold != 20*time.Second || cfg.ready != "r" {
+		t.Fatalf("idle: %+v, %v", cfg, err)
 	}
 
 	env := map[string]string{
@@ -100,6 +115,12 @@ func TestParseFlags(t *testing.T) {
 		{"-mix", "update"},
 		{"-url", ""},
 		{"-url", "ws://192.0.2.1/ws"},
+		{"-target", "nats"},
+		{"-writers", "-1"},
+		{"-writers", "0", "-rate", "10"},
+		{"-writers", "0", "-inflight", "1"},
+		{"-hold", "-1s"},
+		{"-target", "centrifugo", "-namespace", "a:b"},
 		{"extra"},
 		{"-nope"},
 	} {
@@ -180,7 +201,7 @@ func TestLoad(t *testing.T) {
 	if r.DeliveryLatency.Count != r.Deliveries || r.RequestLatency.Count != r.Writes {
 		t.Errorf("latency counts %d, %d; want %d deliveries, %d writes", r.DeliveryLatency.Count, r.RequestLatency.Count, r.Deliveries, r.Writes)
 	}
-	for _, want := range []string{"delivery", "request", "p99.9", "writes", "lost"} {
+	for _, want := range []string{"delivery", "request", "p99.9", "writes", "lost", "connected and subscribed 10 in"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q", want)
 		}
@@ -204,5 +225,22 @@ func TestLoad(t *testing.T) {
 	}
 	if r.Writes == 0 || r.Deliveries != r.ExpectedDeliveries || r.Losses != 0 || len(r.Errors) != 0 || r.Inflight != 3 {
 		t.Errorf("closed loop: %+v", r)
+	}
+
+	// Idle: connect, subscribe, hold, and say when they are subscribed.
+	ready := filepath.Join(t.TempDir(), "ready")
+	code, stdout, stderr = runCmd(ctx, env, "-url", cl.Nodes[0].URL(), "-quiet", "-json", jsonFile,
+		"-conns", "4", "-writers", "0", "-hold", "200ms", "-ready-file", ready)
+	if code != 0 || stderr != "" {
+		t.Fatalf("idle: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if b, err := os.ReadFile(ready); err != nil || !strings.HasPrefix(string(b), "connected and subscribed 4 in ") {
+		t.Errorf("ready file: %q, %v", b, err)
+	}
+	if r = readReport(t, jsonFile); r.Target != "pm" || r.Writers != 0 || r.Writes != 0 || r.ConnectSec <= 0 || r.HoldSec != 0.2 || r.Disconnects != 0 {
+		t.Errorf("idle: %+v", r)
+	}
+	if !strings.Contains(stdout, "connected and subscribed 4 in") || !strings.Contains(stdout, "no writes (idle)") {
+		t.Errorf("idle table:\n%s", stdout)
 	}
 }

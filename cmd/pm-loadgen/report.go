@@ -12,17 +12,20 @@ import (
 
 // report is what a load run measured; the table and the JSON show the same.
 type report struct {
-	Tenant      string   `json:"tenant"`
+	Target      string   `json:"target"` // pm or centrifugo
+	Tenant      string   `json:"tenant"` // the run's name: pm's tenant, Centrifugo's channel prefix
 	URLs        []string `json:"urls"`
 	Conns       int      `json:"conns"`
 	Projects    int      `json:"projects"`
 	Writers     int      `json:"writers"`
 	Rate        float64  `json:"rate,omitempty"`     // writes/s asked for (open loop)
 	Inflight    int      `json:"inflight,omitempty"` // requests in flight (closed loop)
-	Mix         mix      `json:"mix"`
+	Mix         *mix     `json:"mix,omitempty"`      // pm only
 	DurationSec float64  `json:"duration_s"`
 	WarmupSec   float64  `json:"warmup_s"`
-	DrainSec    float64  `json:"drain_s"` // how long the subscribers took to catch up
+	DrainSec    float64  `json:"drain_s"`   // how long the subscribers took to catch up
+	ConnectSec  float64  `json:"connect_s"` // to open and subscribe every subscriber connection
+	HoldSec     float64  `json:"hold_s"`    // the subscribed connections held idle before the load
 
 	Writes             uint64  `json:"writes"` // successful writes sent in the measured window
 	WritesPerSec       float64 `json:"writes_per_s"`
@@ -33,12 +36,14 @@ type report struct {
 	DeliveryLatency    summary `json:"delivery_latency"` // writer's send → subscriber's receipt
 	RequestLatency     summary `json:"request_latency"`  // writer's send → its answer
 
-	// Revisions after each subscriber's first load, up to the head at the end,
-	// summed over subscribers (warm-up included).
-	RevisionsLive     int64 `json:"revisions_live"`     // arrived as events
-	RevisionsResynced int64 `json:"revisions_resynced"` // caught up by the SDK's resync instead
-	Losses            int64 `json:"losses"`             // never reached the subscriber
-	SubscribersLosing int   `json:"subscribers_losing"`
+	// pm: revisions after each subscriber's first load, up to the head at
+	// the end; Centrifugo: acknowledged publications on each subscriber's
+	// channel. Summed over subscribers, warm-up included.
+	RevisionsLive     int64 `json:"revisions_live"`       // arrived as events (publications)
+	RevisionsResynced int64 `json:"revisions_resynced"`   // pm: caught up by the SDK's resync instead
+	Losses            int64 `json:"losses"`               // never reached the subscriber
+	SubscribersLosing int   `json:"subscribers_losing"`   // subscribers with at least one loss
+	Duplicates        int64 `json:"duplicates,omitempty"` // Centrifugo: publications received twice
 
 	Errors         map[string]uint64 `json:"errors"`      // write errors by code, warm-up included
 	CloseCodes     map[string]uint64 `json:"close_codes"` // connection losses by close code
@@ -48,22 +53,54 @@ type report struct {
 	BufferOverflow uint64            `json:"buffer_overflows"`
 }
 
-func (lg *loadgen) report(subs []*subscriber, heads []int64, drained time.Duration) *report {
+// baseReport fills in what every target reports; subscribers are counted
+// by the project or channel they follow.
+func (lg *loadgen) baseReport(subscribersOf []int, drained time.Duration) *report {
 	cfg := lg.cfg
 	r := &report{
-		Tenant: lg.tenant, URLs: cfg.urls, Conns: cfg.conns, Projects: cfg.projects, Writers: cfg.writers,
-		Rate: cfg.rate, Inflight: cfg.inflight, Mix: cfg.mix,
+		Target: cfg.target, Tenant: lg.tenant, URLs: cfg.urls, Conns: cfg.conns, Projects: cfg.projects, Writers: cfg.writers,
+		Rate: cfg.rate, Inflight: cfg.inflight,
 		DurationSec: cfg.duration.Seconds(), WarmupSec: cfg.warmup.Seconds(), DrainSec: drained.Seconds(),
+		ConnectSec: lg.connectTook.Seconds(), HoldSec: cfg.hold.Seconds(),
 		Skipped: lg.skipped.Load(), Deliveries: lg.deliveries.Load(),
 		DeliveryLatency: lg.delivery.Summary(), RequestLatency: lg.request.Summary(),
 		Disconnects: lg.disconnects.Load(), Reconnects: lg.reconnects.Load(),
 		ResyncRequired: lg.resyncPushes.Load(), BufferOverflow: lg.overflows.Load(),
 	}
-	for p := range lg.writes {
-		r.Writes += lg.writes[p].Load()
+	if cfg.target == targetPM {
+		r.Mix = &cfg.mix
 	}
+	if cfg.writers == 0 {
+		r.DurationSec, r.WarmupSec = 0, 0
+	}
+	for p := range lg.writes {
+		w := lg.writes[p].Load()
+		r.Writes += w
+		r.ExpectedDeliveries += w * uint64(subscribersOf[p])
+	}
+	if r.DurationSec > 0 {
+		r.WritesPerSec = float64(r.Writes) / r.DurationSec
+		r.DeliveriesPerSec = float64(r.Deliveries) / r.DurationSec
+	}
+	lg.mu.Lock()
+	r.Errors = copyMap(lg.errs)
+	r.CloseCodes = copyMap(lg.closeCodes)
+	lg.mu.Unlock()
+	return r
+}
+
+// report is the pm run's report; heads are the projects' head revisions at
+// the end (nil: nothing was written, nothing to check).
+func (lg *loadgen) report(subs []*subscriber, heads []int64, drained time.Duration) *report {
+	subscribersOf := make([]int, lg.cfg.projects)
 	for _, s := range subs {
-		r.ExpectedDeliveries += lg.writes[s.project].Load()
+		subscribersOf[s.project]++
+	}
+	r := lg.baseReport(subscribersOf, drained)
+	for _, s := range subs {
+		if heads == nil {
+			break
+		}
 		live, repaired, lost := s.check(heads[s.project])
 		r.RevisionsLive += live
 		r.RevisionsResynced += repaired
@@ -72,12 +109,6 @@ func (lg *loadgen) report(subs []*subscriber, heads []int64, drained time.Durati
 			r.SubscribersLosing++
 		}
 	}
-	r.WritesPerSec = float64(r.Writes) / cfg.duration.Seconds()
-	r.DeliveriesPerSec = float64(r.Deliveries) / cfg.duration.Seconds()
-	lg.mu.Lock()
-	r.Errors = copyMap(lg.errs)
-	r.CloseCodes = copyMap(lg.closeCodes)
-	lg.mu.Unlock()
 	return r
 }
 
@@ -95,8 +126,29 @@ func (r *report) writeTable(w io.Writer) {
 	if r.Inflight > 0 {
 		load = fmt.Sprintf("closed loop, %d in flight", r.Inflight)
 	}
-	fmt.Fprintf(w, "pm-loadgen: tenant %s, %d subscriber(s) on %d project(s), %d writer(s), %s, mix %s\n",
-		r.Tenant, r.Conns, r.Projects, r.Writers, load, r.Mix)
+	if r.Writers == 0 {
+		load = "no writes (idle)"
+	}
+	if r.Target == targetCentrifugo {
+		fmt.Fprintf(w, "pm-loadgen: centrifugo, run %s, %d subscriber(s) on %d channel(s), %d writer(s), %s\n",
+			r.Tenant, r.Conns, r.Projects, r.Writers, load)
+	} else {
+		fmt.Fprintf(w, "pm-loadgen: pm, tenant %s, %d subscriber(s) on %d project(s), %d writer(s), %s, mix %s\n",
+			r.Tenant, r.Conns, r.Projects, r.Writers, load, r.Mix)
+	}
+	fmt.Fprintf(w, "connected and subscribed %d in %.3fs", r.Conns, r.ConnectSec)
+	if r.HoldSec > 0 {
+		fmt.Fprintf(w, ", then held them idle for %gs", r.HoldSec)
+	}
+	fmt.Fprintln(w)
+	if r.Writers == 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "close codes\t%s\t\n", counts(r.CloseCodes))
+		fmt.Fprintf(tw, "connections\t%d lost\t\n", r.Disconnects)
+		_ = tw.Flush()
+		return
+	}
 	fmt.Fprintf(w, "measured %gs after %gs of warm-up; subscribers caught up in %.2fs\n\n", r.DurationSec, r.WarmupSec, r.DrainSec)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "latency (ms)\tcount\tp50\tp90\tp99\tp99.9\tmax\t")
@@ -110,11 +162,23 @@ func (r *report) writeTable(w io.Writer) {
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "writes\t%d\t(%.1f/s; %d not sent: the writers were a second behind)\n", r.Writes, r.WritesPerSec, r.Skipped)
-	fmt.Fprintf(tw, "deliveries\t%d\t(%.1f/s; expected %d = each write × its project's subscribers)\n", r.Deliveries, r.DeliveriesPerSec, r.ExpectedDeliveries)
-	fmt.Fprintf(tw, "revisions\t%d live\t%d by resync, %d lost (%d subscriber(s) losing)\n", r.RevisionsLive, r.RevisionsResynced, r.Losses, r.SubscribersLosing)
+	follows := "project"
+	if r.Target == targetCentrifugo {
+		follows = "channel"
+	}
+	fmt.Fprintf(tw, "deliveries\t%d\t(%.1f/s; expected %d = each write × its %s's subscribers)\n", r.Deliveries, r.DeliveriesPerSec, r.ExpectedDeliveries, follows)
+	if r.Target == targetCentrifugo {
+		fmt.Fprintf(tw, "publications\t%d live\t%d lost (%d subscriber(s) losing), %d duplicate(s)\n", r.RevisionsLive, r.Losses, r.SubscribersLosing, r.Duplicates)
+	} else {
+		fmt.Fprintf(tw, "revisions\t%d live\t%d by resync, %d lost (%d subscriber(s) losing)\n", r.RevisionsLive, r.RevisionsResynced, r.Losses, r.SubscribersLosing)
+	}
 	fmt.Fprintf(tw, "errors\t%s\t\n", counts(r.Errors))
 	fmt.Fprintf(tw, "close codes\t%s\t\n", counts(r.CloseCodes))
-	fmt.Fprintf(tw, "connections\t%d lost\t%d reconnected, %d ResyncRequired, %d buffer overflows\n", r.Disconnects, r.Reconnects, r.ResyncRequired, r.BufferOverflow)
+	if r.Target == targetCentrifugo {
+		fmt.Fprintf(tw, "connections\t%d lost\t(not reconnected)\n", r.Disconnects)
+	} else {
+		fmt.Fprintf(tw, "connections\t%d lost\t%d reconnected, %d ResyncRequired, %d buffer overflows\n", r.Disconnects, r.Reconnects, r.ResyncRequired, r.BufferOverflow)
+	}
 	_ = tw.Flush()
 }
 
