@@ -23,7 +23,8 @@
 #   S3  1,000 subscribers, 8 closed-loop writers: deliveries/s, delivery p99
 #   S4  1,000 subscribers, 32 closed-loop writers: deliveries/s, delivery p99
 #   S5  5,000 idle subscribed connections: node RSS (VmRSS, both nodes) after
-#       minus before, per connection; the target's nodes are restarted first
+#       minus before (read once the tenant is seeded, just before the subscribers
+#       connect), per connection; the target's nodes are restarted first
 #   S6  time to open and subscribe 5,000 connections
 #
 # Every run also reports losses, errors and lost connections: a figure from
@@ -349,7 +350,7 @@ loadgen() {
 
 # run_scenario SCENARIO TARGET REP: one run of pm-loadgen, its figures into results.tsv.
 run_scenario() {
-	local scen=$1 target=$2 rep=$3 args=() name secret before="" after="" pids ready
+	local scen=$1 target=$2 rep=$3 args=() name secret before="" after="" pids ready seeded
 	name="$scen-$target-$rep"
 	local json="$OUT/runs/$name.json" txt="$OUT/runs/$name.txt"
 	secret=$PM_SECRET
@@ -372,12 +373,16 @@ run_scenario() {
 			start_centrifugo
 		fi
 		if [[ "$target" == pm ]]; then mapfile -t pids < <(pm_pids); else pids=("${cf_pids[@]}"); fi
+		# The baseline is taken once the tenant is seeded (pm's seeding
+		# goes through the nodes), just before the subscribers connect.
+		ready="$WORK/$name.ready" seeded="$WORK/$name.seeded"
+		rm -f "$ready" "$seeded"
+		PM_LOADGEN_SECRET="$secret" "$LOADGEN" "${args[@]}" -seeded-file "$seeded" -ready-file "$ready" >"$txt" 2>&1 &
+		loadgen_pid=$!
+		while [[ ! -e "$seeded" ]] && alive "$loadgen_pid"; do sleep 0.2; done
 		sleep "$SETTLE"
 		before=$(rss_kib "${pids[@]}")
-		ready="$WORK/$name.ready"
-		rm -f "$ready"
-		PM_LOADGEN_SECRET="$secret" "$LOADGEN" "${args[@]}" -ready-file "$ready" >"$txt" 2>&1 &
-		loadgen_pid=$!
+		rm -f "$seeded"
 		while [[ ! -e "$ready" ]] && alive "$loadgen_pid"; do sleep 0.2; done
 		if [[ -e "$ready" ]]; then
 			sleep "$SETTLE"

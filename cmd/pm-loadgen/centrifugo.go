@@ -402,6 +402,9 @@ func runCentrifugo(ctx context.Context, cfg config, stderr io.Writer) (*report, 
 		return nil, fmt.Errorf("writers: %w", err)
 	}
 
+	if err := lg.seededWait(ctx); err != nil {
+		return nil, err
+	}
 	connecting := time.Now()
 	subs := make([]*cfSubscriber, cfg.conns)
 	conns := make([]*cfConn, cfg.conns)

@@ -105,6 +105,36 @@ func newLoadgen(cfg config, stderr io.Writer) *loadgen {
 	}
 }
 
+// seededWait, with -seeded-file, writes the file once the tenant is seeded
+// and waits until something removes it (at most a minute), so that a script
+// can measure the nodes between seeding and connecting.
+func (lg *loadgen) seededWait(ctx context.Context) error {
+	f := lg.cfg.seeded
+	if f == "" {
+		return nil
+	}
+	if err := os.WriteFile(f, []byte("seeded\n"), 0o644); err != nil {
+		return fmt.Errorf("seeded file: %w", err)
+	}
+	lg.progressf("seeded; waiting for %s to be removed", f)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := os.Stat(f); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("seeded file %s still there after a minute", f)
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // subscribed records how long opening and subscribing every subscriber
 // took, writes -ready-file, and holds the connections idle for -hold.
 func (lg *loadgen) subscribed(ctx context.Context, took time.Duration) error {
@@ -218,6 +248,9 @@ func runPM(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
 	}
 
 	// Subscribers, once every seed write is done: each follows one project.
+	if err := lg.seededWait(ctx); err != nil {
+		return nil, err
+	}
 	connecting := time.Now()
 	subs := make([]*subscriber, cfg.conns)
 	err = parallel(ctx, cfg.conns, setupConns, func(_, i int) error {

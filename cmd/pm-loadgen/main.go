@@ -94,6 +94,7 @@ type config struct {
 	mix      mix
 	jsonFile string
 	ready    string // file written once every subscriber is subscribed
+	seeded   string // file written once seeding is done; connecting waits until it is removed
 	progress bool   // print the progress line every second
 
 	namespace string // Centrifugo: the channels' namespace
@@ -209,6 +210,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	drain := dur("drain", 5*time.Second, "after the writers stop, how long subscribers may take to catch up")
 	hold := dur("hold", 0, "once every subscriber is subscribed, hold the connections idle this long before the load (with -writers 0: before closing)")
 	ready := str("ready-file", "", "write this file once every subscriber is subscribed (before -hold)")
+	seeded := str("seeded-file", "", "write this file once the tenant is seeded and wait until it is removed before connecting the subscribers (a script measures the nodes in between)")
 	namespace := str("namespace", "loadgen", "centrifugo: the channels' namespace, which must allow subscribe and publish for clients (empty: channels without namespace)")
 	mixFlag := str("mix", "update=100", "shares of write kinds: update (versioned title+description change), create (new task), move (status change)")
 	jsonFile := str("json", "", "also write the report as JSON to this file")
@@ -238,7 +240,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	cfg := config{
 		target: *target, secret: *secret, conns: *conns, projects: *projects, writers: *writers, inflight: *inflight,
-		duration: *duration, warmup: *warmup, drain: *drain, hold: *hold, jsonFile: *jsonFile, ready: *ready,
+		duration: *duration, warmup: *warmup, drain: *drain, hold: *hold, jsonFile: *jsonFile, ready: *ready, seeded: *seeded,
 		progress: !*quiet, namespace: *namespace,
 	}
 	if cfg.target != targetPM && cfg.target != targetCentrifugo {
