@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -227,10 +228,35 @@ func TestLoad(t *testing.T) {
 		t.Errorf("closed loop: %+v", r)
 	}
 
-	// Idle: connect, subscribe, hold, and say when they are subscribed.
+	// Idle: connect, subscribe, hold, and say when they are subscribed;
+	// after seeding, wait for the seeded file to go before connecting.
 	ready := filepath.Join(t.TempDir(), "ready")
+	seeded := filepath.Join(t.TempDir(), "seeded")
+	removed := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := os.Stat(seeded); err == nil {
+				_, err := os.Stat(ready)
+				if err == nil {
+					removed <- errors.New("subscribed before the seeded file was removed")
+					return
+				}
+				removed <- os.Remove(seeded)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				removed <- ctx.Err()
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
 	code, stdout, stderr = runCmd(ctx, env, "-url", cl.Nodes[0].URL(), "-quiet", "-json", jsonFile,
-		"-conns", "4", "-writers", "0", "-hold", "200ms", "-ready-file", ready)
+		"-conns", "4", "-writers", "0", "-hold", "200ms", "-ready-file", ready, "-seeded-file", seeded)
+	if err := <-removed; err != nil {
+		t.Fatalf("seeded file: %v", err)
+	}
 	if code != 0 || stderr != "" {
 		t.Fatalf("idle: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
