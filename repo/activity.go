@@ -29,7 +29,7 @@ func (s *Store) ListActivity(ctx context.Context, actor pm.Actor, q pm.ActivityQ
 		return nil, fmt.Errorf("%s: %w", op, pm.FieldErrorf("page_token", "invalid page token"))
 	}
 	err = s.run(ctx, op, actor.Tenant, readOnly, func(tx pgx.Tx) error {
-		if _, err := projectRevision(ctx, tx, actor.Tenant, q.ProjectID, false); err != nil {
+		if _, err := projectRevision(ctx, tx, actor.Tenant, q.ProjectID); err != nil {
 			return err
 		}
 		if _, err := requireRole(ctx, tx, actor, q.ProjectID, pm.RoleViewer); err != nil {
@@ -103,31 +103,45 @@ func insertItemActivity(ctx context.Context, tx pgx.Tx, actor pm.Actor, item pm.
 	})
 }
 
-// insertMemberActivity records a membership change as a change of the
-// member's "role" from old to new ("" for none), at the project's current
-// revision.
-func insertMemberActivity(ctx context.Context, tx pgx.Tx, actor pm.Actor, project, user uuid.UUID, action pm.Action, old, new pm.Role, revision int64) error {
-	return insertActivity(ctx, tx, actor, pm.ActivityEntry{
-		ProjectID: project, MemberUserID: user, Action: action, Revision: revision,
-		Changes: []pm.FieldChange{{Field: "role", Old: string(old), New: string(new)}},
-	})
+// queueMemberActivity queues into b the entry of a membership change: the
+// member's "role" changed from old to new ("" for none), at the project's
+// current revision.
+func queueMemberActivity(b *pgx.Batch, actor pm.Actor, project, user uuid.UUID, action pm.Action, old, new pm.Role, revision int64) error {
+	changes, err := encodeChanges([]pm.FieldChange{{Field: "role", Old: string(old), New: string(new)}})
+	if err != nil {
+		return err
+	}
+	b.Queue(insertActivitySQL, actor.Tenant, project, nil, user, actor.User, string(action), changes, revision)
+	return nil
 }
 
+const insertActivitySQL = `INSERT INTO activity_log (tenant_id, project_id, work_item_id, member_user_id, actor_id,
+		action, changes, revision)
+	VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)`
+
 func insertActivity(ctx context.Context, tx pgx.Tx, actor pm.Actor, e pm.ActivityEntry) error {
-	if e.Changes == nil {
-		e.Changes = []pm.FieldChange{}
-	}
-	changes, err := json.Marshal(e.Changes)
+	changes, err := encodeChanges(e.Changes)
 	if err != nil {
-		return fmt.Errorf("encode activity changes: %w", err)
+		return err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO activity_log (tenant_id, project_id, work_item_id, member_user_id, actor_id,
-			action, changes, revision)
-		VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)`,
+	_, err = tx.Exec(ctx, insertActivitySQL,
 		actor.Tenant, e.ProjectID, nullID(e.WorkItemID), nullID(e.MemberUserID), actor.User, string(e.Action),
-		string(changes), e.Revision)
+		changes, e.Revision)
 	if err != nil {
 		return fmt.Errorf("insert activity entry: %w", err)
 	}
 	return nil
+}
+
+// encodeChanges returns changes as activity_log.changes holds them: a JSON
+// array, empty for none.
+func encodeChanges(changes []pm.FieldChange) (string, error) {
+	if changes == nil {
+		changes = []pm.FieldChange{}
+	}
+	b, err := json.Marshal(changes)
+	if err != nil {
+		return "", fmt.Errorf("encode activity changes: %w", err)
+	}
+	return string(b), nil
 }

@@ -11,9 +11,90 @@ import (
 	"github.com/pmhq/pm"
 )
 
-// Membership changes lock the project's counter row (without bumping it:
-// they produce no work item events), so they serialise with the project's
-// work item writes; their activity entries record the revision they saw.
+// A membership change locks the changed member's row FOR UPDATE, so that it
+// waits for the member's writes in flight (which hold the row FOR SHARE) and
+// later writes of the member see the change; then the project's counter row
+// FOR UPDATE, without bumping it (a membership change makes no work item
+// event): that orders membership changes among themselves and against the
+// project's item writes, and its activity entry records the revision it saw.
+// See the package doc for the lock order.
+const (
+	lockMemberSQL = `SELECT 1 FROM project_members
+		WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3 FOR UPDATE`
+	lockRevisionSQL = `SELECT revision FROM project_revisions
+		WHERE tenant_id = $1 AND project_id = $2 FOR UPDATE`
+	roleSQL = `SELECT role FROM project_members
+		WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`
+	adminsSQL = `SELECT count(*) FROM project_members
+		WHERE tenant_id = $1 AND project_id = $2 AND role = 'admin'`
+	memberSQL = selectMembers + `
+		WHERE m.tenant_id = $1 AND m.project_id = $2 AND m.user_id = $3`
+)
+
+// memberChange is what the first round trip of a membership change read:
+// the locks first, then, in statements that see all that committed before
+// them, the actor's role, the member and the project's admins.
+type memberChange struct {
+	revision  int64 // 0: no such project
+	actorRole pm.Role
+	member    pm.Member
+	found     bool // the user is a member
+	admins    int64
+}
+
+// queue queues the first round trip of a change of user's membership.
+func (c *memberChange) queue(b *pgx.Batch, actor pm.Actor, project, user uuid.UUID) {
+	*c = memberChange{}
+	b.Queue(lockMemberSQL, actor.Tenant, project, user)
+	b.Queue(lockRevisionSQL, actor.Tenant, project).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&c.revision); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("lock project revision: %w", err)
+		}
+		return nil
+	})
+	b.Queue(roleSQL, actor.Tenant, project, actor.User).QueryRow(func(row pgx.Row) error {
+		var role string
+		if err := row.Scan(&role); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read role: %w", err)
+		}
+		c.actorRole = pm.Role(role)
+		return nil
+	})
+	b.Queue(memberSQL, actor.Tenant, project, user).QueryRow(func(row pgx.Row) error {
+		m, err := scanMember(row)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read member: %w", err)
+		}
+		c.member, c.found = m, true
+		return nil
+	})
+	b.Queue(adminsSQL, actor.Tenant, project).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&c.admins); err != nil {
+			return fmt.Errorf("count admins: %w", err)
+		}
+		return nil
+	})
+}
+
+// authorize checks that the project exists and that the actor is its admin.
+func (c *memberChange) authorize(project uuid.UUID) error {
+	if c.revision == 0 {
+		return notFound("project_id", "project %s not found", project)
+	}
+	return checkRole(project, c.actorRole, pm.RoleAdmin)
+}
+
+// requireAnotherAdmin fails with a VALIDATION_ERROR on field unless the
+// project has more than one admin.
+func (c *memberChange) requireAnotherAdmin(field, verb string) error {
+	if c.admins <= 1 {
+		return pm.FieldErrorf(field, "cannot %s the project's last admin; make another member admin first", verb)
+	}
+	return nil
+}
 
 // PutMember adds a member or changes a member's role (admin role) and returns
 // the member after the change. Demoting the project's last admin is a
@@ -26,41 +107,46 @@ func (s *Store) PutMember(ctx context.Context, actor pm.Actor, project, user uui
 	if user == uuid.Nil {
 		return pm.Member{}, fmt.Errorf("%s: %w", op, pm.FieldErrorf("user_id", "user_id is required"))
 	}
-	err = s.run(ctx, op, actor.Tenant, readWrite, func(tx pgx.Tx) error {
-		revision, err := lockMembers(ctx, tx, actor, project)
-		if err != nil {
+	var c memberChange
+	lead := func(b *pgx.Batch) { c.queue(b, actor, project, user) }
+	err = s.runLed(ctx, op, actor.Tenant, readWrite, lead, func(tx pgx.Tx) error {
+		if err := c.authorize(project); err != nil {
 			return err
 		}
-		old, err := memberRole(ctx, tx, actor.Tenant, project, user)
-		if err != nil {
-			return err
-		}
-		switch {
-		case old == "":
-			_, err = tx.Exec(ctx, `INSERT INTO project_members (tenant_id, project_id, user_id, role, added_by)
+		b := &pgx.Batch{}
+		switch old := c.member.Role; {
+		case !c.found:
+			b.Queue(`INSERT INTO project_members (tenant_id, project_id, user_id, role, added_by)
 				VALUES ($1, $2, $3, $4, $5)`, actor.Tenant, project, user, string(role), actor.User)
-			if err != nil {
-				return fmt.Errorf("insert member: %w", err)
+			if err := queueMemberActivity(b, actor, project, user, pm.ActionMemberAdded, "", role, c.revision); err != nil {
+				return err
 			}
-			err = insertMemberActivity(ctx, tx, actor, project, user, pm.ActionMemberAdded, "", role, revision)
 		case old != role:
 			if old == pm.RoleAdmin {
-				if err := requireAnotherAdmin(ctx, tx, actor.Tenant, project, "role", "demote"); err != nil {
+				if err := c.requireAnotherAdmin("role", "demote"); err != nil {
 					return err
 				}
 			}
-			_, err = tx.Exec(ctx, `UPDATE project_members SET role = $4
+			b.Queue(`UPDATE project_members SET role = $4
 				WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`, actor.Tenant, project, user, string(role))
-			if err != nil {
-				return fmt.Errorf("update member: %w", err)
+			if err := queueMemberActivity(b, actor, project, user, pm.ActionMemberRoleChanged, old, role, c.revision); err != nil {
+				return err
 			}
-			err = insertMemberActivity(ctx, tx, actor, project, user, pm.ActionMemberRoleChanged, old, role, revision)
+		default:
+			member = c.member
+			return errRollback // nothing to change
 		}
-		if err != nil {
-			return err
+		b.Queue(memberSQL, actor.Tenant, project, user).QueryRow(func(row pgx.Row) error {
+			var err error
+			if member, err = scanMember(row); err != nil {
+				return fmt.Errorf("read member: %w", err)
+			}
+			return nil
+		})
+		if err := commitWith(ctx, tx, b); err != nil {
+			return fmt.Errorf("write member: %w", err)
 		}
-		member, _, err = readMember(ctx, tx, actor.Tenant, project, user)
-		return err
+		return nil
 	})
 	if err != nil {
 		return pm.Member{}, err
@@ -73,31 +159,31 @@ func (s *Store) PutMember(ctx context.Context, actor pm.Actor, project, user uui
 // is a VALIDATION_ERROR on "user_id". An admin may remove themself.
 func (s *Store) RemoveMember(ctx context.Context, actor pm.Actor, project, user uuid.UUID) (member pm.Member, err error) {
 	op := fmt.Sprintf("remove member %s of project %s", user, project)
-	err = s.run(ctx, op, actor.Tenant, readWrite, func(tx pgx.Tx) error {
-		revision, err := lockMembers(ctx, tx, actor, project)
-		if err != nil {
+	var c memberChange
+	lead := func(b *pgx.Batch) { c.queue(b, actor, project, user) }
+	err = s.runLed(ctx, op, actor.Tenant, readWrite, lead, func(tx pgx.Tx) error {
+		if err := c.authorize(project); err != nil {
 			return err
 		}
-		var found bool
-		member, found, err = readMember(ctx, tx, actor.Tenant, project, user)
-		if err != nil {
-			return err
-		}
-		if !found {
+		if !c.found {
 			return notFound("user_id", "user %s is not a member of project %s", user, project)
 		}
-		old := member.Role
-		if old == pm.RoleAdmin {
-			if err := requireAnotherAdmin(ctx, tx, actor.Tenant, project, "user_id", "remove"); err != nil {
+		member = c.member
+		if member.Role == pm.RoleAdmin {
+			if err := c.requireAnotherAdmin("user_id", "remove"); err != nil {
 				return err
 			}
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM project_members WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`,
+		b := &pgx.Batch{}
+		b.Queue(`DELETE FROM project_members WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3`,
 			actor.Tenant, project, user)
-		if err != nil {
+		if err := queueMemberActivity(b, actor, project, user, pm.ActionMemberRemoved, member.Role, "", c.revision); err != nil {
+			return err
+		}
+		if err := commitWith(ctx, tx, b); err != nil {
 			return fmt.Errorf("delete member: %w", err)
 		}
-		return insertMemberActivity(ctx, tx, actor, project, user, pm.ActionMemberRemoved, old, "", revision)
+		return nil
 	})
 	if err != nil {
 		return pm.Member{}, err
@@ -108,7 +194,7 @@ func (s *Store) RemoveMember(ctx context.Context, actor pm.Actor, project, user 
 // ListMembers lists a project's members by user id (viewer role).
 func (s *Store) ListMembers(ctx context.Context, actor pm.Actor, project uuid.UUID) (members []pm.Member, err error) {
 	err = s.run(ctx, "list members of project "+project.String(), actor.Tenant, readOnly, func(tx pgx.Tx) error {
-		if _, err := projectRevision(ctx, tx, actor.Tenant, project, false); err != nil {
+		if _, err := projectRevision(ctx, tx, actor.Tenant, project); err != nil {
 			return err
 		}
 		if _, err := requireRole(ctx, tx, actor, project, pm.RoleViewer); err != nil {
@@ -121,19 +207,6 @@ func (s *Store) ListMembers(ctx context.Context, actor pm.Actor, project uuid.UU
 		return nil, err
 	}
 	return members, nil
-}
-
-// lockMembers locks the project's counter row, checks the admin role and
-// returns the project's current revision.
-func lockMembers(ctx context.Context, tx pgx.Tx, actor pm.Actor, project uuid.UUID) (int64, error) {
-	revision, err := projectRevision(ctx, tx, actor.Tenant, project, true)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := requireRole(ctx, tx, actor, project, pm.RoleAdmin); err != nil {
-		return 0, err
-	}
-	return revision, nil
 }
 
 // selectMembers reads members with their profiles, in scanMember's order;
@@ -149,40 +222,6 @@ func scanMember(row pgx.Row) (pm.Member, error) {
 	err := row.Scan(&m.ProjectID, &m.UserID, &role, &m.AddedAt, &m.AddedBy, &m.Profile.Name, &m.Profile.Email)
 	m.Role = pm.Role(role)
 	return m, err
-}
-
-// readMember reads a user's membership of a project; found is false for none.
-func readMember(ctx context.Context, tx pgx.Tx, tenant string, project, user uuid.UUID) (m pm.Member, found bool, err error) {
-	m, err = scanMember(tx.QueryRow(ctx, selectMembers+`
-		WHERE m.tenant_id = $1 AND m.project_id = $2 AND m.user_id = $3`, tenant, project, user))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return pm.Member{}, false, nil
-	}
-	if err != nil {
-		return pm.Member{}, false, fmt.Errorf("read member: %w", err)
-	}
-	return m, true, nil
-}
-
-// memberRole returns a user's role in a project, "" for none.
-func memberRole(ctx context.Context, tx pgx.Tx, tenant string, project, user uuid.UUID) (pm.Role, error) {
-	m, _, err := readMember(ctx, tx, tenant, project, user)
-	return m.Role, err
-}
-
-// requireAnotherAdmin fails with a VALIDATION_ERROR on field unless the
-// project has more than one admin.
-func requireAnotherAdmin(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID, field, verb string) error {
-	var admins int64
-	err := tx.QueryRow(ctx, `SELECT count(*) FROM project_members
-		WHERE tenant_id = $1 AND project_id = $2 AND role = 'admin'`, tenant, project).Scan(&admins)
-	if err != nil {
-		return fmt.Errorf("count admins: %w", err)
-	}
-	if admins <= 1 {
-		return pm.FieldErrorf(field, "cannot %s the project's last admin; make another member admin first", verb)
-	}
-	return nil
 }
 
 func listMembers(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID) ([]pm.Member, error) {

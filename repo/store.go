@@ -3,15 +3,48 @@
 // pgx. It also applies the schema (Migrate).
 //
 // Every operation runs in one transaction that first selects the actor's
-// tenant for row-level security, checks the actor's project role, and turns
-// every failure a client may see into a *pm.Error: UNAUTHORIZED, NOT_FOUND,
-// CONFLICT, DELETE_BLOCKED, VALIDATION_ERROR, and UNAVAILABLE when the
-// database is slow or down. Other errors are unexpected and wrapped with
-// context.
+// tenant for row-level security (in the round trip of its BEGIN), checks the
+// actor's project role, and turns every failure a client may see into a
+// *pm.Error: UNAUTHORIZED, NOT_FOUND, CONFLICT, DELETE_BLOCKED,
+// VALIDATION_ERROR, and UNAVAILABLE when the database is slow or down. Other
+// errors are unexpected and wrapped with context.
 //
-// Writes to a project are serialised by its counter row in project_revisions:
-// every work item write first bumps it, so writes commit in revision order and
-// revisions have no gaps.
+// # Writes to a project
+//
+// Every work item write bumps its project's counter row in project_revisions
+// and holds that row lock until it commits, so the project's writes commit in
+// revision order and revisions have no gaps (a rollback undoes the bump).
+// The counter row is locked last, by the statement that writes, whose
+// transaction's COMMIT rides in the same round trip (commitWith): the lock is
+// held for one statement and the commit, not for the client's round trips.
+// The checks a write depends on take row locks of their own before it, so
+// that what they found still holds when the write commits:
+//
+//  1. project_members rows, in user id order: FOR SHARE the writer's (its
+//     role) and a new assignee's (still a member); FOR UPDATE the one row a
+//     membership change changes, so that it waits for that member's writes
+//     in flight, and they for it (and then see it);
+//  2. the work_items row of the parent, FOR SHARE, when an item is created
+//     under it or moved to it, so that a delete of the parent waits for the
+//     new child and counts it, or the child sees the parent deleted;
+//  3. the work_items row written, FOR NO KEY UPDATE; a delete counts the
+//     live children in a later statement, which sees every child whose
+//     creator held the row FOR SHARE;
+//  4. last, the project_revisions row: bumped by an item write, locked FOR
+//     UPDATE without a bump by a membership change, whose activity entry
+//     records the revision it saw.
+//
+// Every write path takes its locks in this order, each step in a statement
+// of its own (a pipelined batch, so still one round trip): a statement's
+// snapshot predates the locks it waits for, so only a later statement sees
+// what the lock holders committed. Items lock parents before children, and
+// a child ranks below its parent, so no two item writes wait for each other
+// in a cycle. A transaction that holds the counter row takes no further lock
+// that another one can hold (only rows it inserts itself, whose keys another
+// insert waits for only after taking the counter row too), so the holder
+// always runs to its commit: none of these locks can deadlock. Creating a
+// project inserts its counter row first, then its item and its admin, all
+// new rows no one else can lock before the commit.
 package repo
 
 import (
@@ -267,17 +300,25 @@ var (
 // errRollback, run rolls back and returns nil. Errors come back wrapped in
 // op, client-visible ones with a *pm.Error in their chain.
 func (s *Store) run(ctx context.Context, op, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
-	return s.runWhile(ctx, op, tenant, opts, fn, nil)
+	return s.runWhile(ctx, op, tenant, opts, nil, fn, nil)
 }
 
-// runWhile is run, except that it runs the transaction again only while
+// runLed is run with lead's queries in the transaction's first round trip:
+// lead queues them (after the BEGIN and the tenant's selection) with
+// callbacks that take their results (pgx.QueuedQuery.Query, QueryRow or
+// Exec), and the callbacks run before fn. lead runs again for every attempt.
+func (s *Store) runLed(ctx context.Context, op, tenant string, opts pgx.TxOptions, lead func(*pgx.Batch), fn func(pgx.Tx) error) error {
+	return s.runWhile(ctx, op, tenant, opts, lead, fn, nil)
+}
+
+// runWhile is runLed, except that it runs the transaction again only while
 // mayRetry, if not nil, says so: e.g. until part of the result has left.
-func (s *Store) runWhile(ctx context.Context, op, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error, mayRetry func() bool) error {
+func (s *Store) runWhile(ctx context.Context, op, tenant string, opts pgx.TxOptions, lead func(*pgx.Batch), fn func(pgx.Tx) error, mayRetry func() bool) error {
 	if !pm.ValidTenant(tenant) {
 		return fmt.Errorf("%s: %w", op, pm.Errorf(pm.EUnauthorized, "invalid tenant"))
 	}
 	for attempt := 1; ; attempt++ {
-		err := s.attempt(ctx, tenant, opts, fn)
+		err := s.attempt(ctx, tenant, opts, lead, fn)
 		if err == nil || errors.Is(err, errRollback) {
 			return nil
 		}
@@ -296,33 +337,72 @@ func (s *Store) runWhile(ctx context.Context, op, tenant string, opts pgx.TxOpti
 	}
 }
 
-func (s *Store) attempt(ctx context.Context, tenant string, opts pgx.TxOptions, fn func(pgx.Tx) error) (err error) {
+// attempt runs the transaction once. Its first round trip carries the BEGIN,
+// the tenant's selection and lead's queries; fn may end the transaction
+// itself with commitWith, and attempt commits it otherwise.
+func (s *Store) attempt(ctx context.Context, tenant string, opts pgx.TxOptions, lead func(*pgx.Batch), fn func(pgx.Tx) error) (err error) {
 	conn, err := s.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Release()
-	tx, err := conn.BeginTx(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+	b := &pgx.Batch{}
+	b.BeginTx(opts)
+	b.Queue(`SELECT set_config('app.tenant_id', $1, true)`, tenant)
+	if lead != nil {
+		lead(b)
 	}
+	br := conn.SendBatch(ctx, b)
+	tx := br.Tx()
+	pg := conn.Conn().PgConn()
 	defer func() {
-		// A no-op after Commit. It runs even when ctx has ended, so that the
-		// connection goes back to the pool clean.
+		if pg.TxStatus() == 'I' {
+			return // committed, or never begun
+		}
+		// It runs even when ctx has ended, so that the connection goes back
+		// to the pool clean.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 		defer cancel()
 		_ = tx.Rollback(rctx)
 	}()
-	if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true)`, tenant); err != nil {
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return fmt.Errorf("begin: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
 		return fmt.Errorf("select tenant: %w", err)
+	}
+	if err := br.Close(); err != nil { // runs lead's callbacks
+		return err
 	}
 	if err := fn(tx); err != nil {
 		return err
+	}
+	if pg.TxStatus() == 'I' {
+		return nil // fn committed
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// commitWith sends b with a COMMIT behind it, in one round trip, and so ends
+// the transaction: its locks go as soon as the server has run b, however
+// long the client takes to read the answer. b's callbacks take its results.
+// When a statement of b fails, the server skips the rest, the COMMIT too,
+// and the transaction is rolled back. The server commits without waiting
+// for the callbacks, so they must only take results (a failing one reports
+// an error for a committed transaction); checks belong before commitWith.
+func commitWith(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
+	b.Queue(`COMMIT`).Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() != "COMMIT" {
+			return fmt.Errorf("commit: %w", pgx.ErrTxCommitRollback)
+		}
+		return nil
+	})
+	return tx.SendBatch(ctx, b).Close()
 }
 
 // SQLSTATE codes the store acts on.
@@ -335,6 +415,7 @@ const (
 	sqlCrashShutdown        = "57P02"
 	sqlCannotConnectNow     = "57P03"
 	sqlLockNotAvailable     = "55P03"
+	sqlUniqueViolation      = "23505"
 	sqlClassConnection      = "08" // connection exceptions
 )
 
@@ -405,11 +486,20 @@ func requireRole(ctx context.Context, tx pgx.Tx, actor pm.Actor, project uuid.UU
 		return "", fmt.Errorf("read role: %w", err)
 	}
 	r := pm.Role(role)
-	if !r.Allows(need) {
-		if r == "" {
-			return "", pm.Errorf(pm.EUnauthorized, "you are not a member of project %s", project)
-		}
-		return "", pm.Errorf(pm.EUnauthorized, "your role in project %s is %s; this needs %s", project, r, need)
+	if err := checkRole(project, r, need); err != nil {
+		return "", err
 	}
 	return r, nil
+}
+
+// checkRole fails with UNAUTHORIZED unless role r in project ("" for none)
+// allows need.
+func checkRole(project uuid.UUID, r, need pm.Role) error {
+	if r.Allows(need) {
+		return nil
+	}
+	if r == "" {
+		return pm.Errorf(pm.EUnauthorized, "you are not a member of project %s", project)
+	}
+	return pm.Errorf(pm.EUnauthorized, "your role in project %s is %s; this needs %s", project, r, need)
 }

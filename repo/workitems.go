@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pmhq/pm"
 	"github.com/pmhq/pm/position"
@@ -61,20 +62,21 @@ func nullID(id uuid.UUID) any {
 // type, it returns that item and created=false, changing nothing; any other
 // existing ID is a CONFLICT.
 func (s *Store) CreateWorkItem(ctx context.Context, actor pm.Actor, in pm.NewWorkItem) (item pm.WorkItem, created bool, err error) {
+	const op = "create work item"
 	if err := in.Normalize(); err != nil {
-		return pm.WorkItem{}, false, fmt.Errorf("create work item: %w", err)
+		return pm.WorkItem{}, false, fmt.Errorf("%s: %w", op, err)
 	}
-	create := createItem
 	if in.Type == pm.TypeProject {
-		create = createProject
+		err = s.run(ctx, op, actor.Tenant, readWrite, func(tx pgx.Tx) error {
+			item, created, err = createProject(ctx, tx, actor, in)
+			if err == nil && !created {
+				return errRollback
+			}
+			return err
+		})
+	} else {
+		item, created, err = s.createItem(ctx, op, actor, in)
 	}
-	err = s.run(ctx, "create work item", actor.Tenant, readWrite, func(tx pgx.Tx) error {
-		item, created, err = create(ctx, tx, actor, in)
-		if err == nil && !created {
-			return errRollback
-		}
-		return err
-	})
 	if err != nil {
 		return pm.WorkItem{}, false, err
 	}
@@ -127,85 +129,317 @@ func createProject(ctx context.Context, tx pgx.Tx, actor pm.Actor, in pm.NewWork
 	return item, true, nil
 }
 
-// createItem makes an epic, story or task in a project.
-func createItem(ctx context.Context, tx pgx.Tx, actor pm.Actor, in pm.NewWorkItem) (pm.WorkItem, bool, error) {
-	project := in.ProjectID
-	if project == uuid.Nil {
-		// The parent's project (immutable) says which project to lock.
-		p, err := itemProject(ctx, tx, actor.Tenant, in.ParentID)
+// The statements of an item write. The first round trip of a create reads,
+// after the tenant and in the lock order (see the package doc), the
+// creator's and the assignee's membership rows FOR SHARE, the parent's row
+// FOR SHARE (the project's without a parent) and the project's item; $2 is
+// the project (NULL: the parent's), $3 the parent (NULL: the project).
+// Updates and deletes find the project through the item; a delete counts
+// the live children after locking the item, in a statement of its own.
+const (
+	createMembersSQL = `SELECT user_id, role FROM project_members
+		WHERE tenant_id = $1 AND user_id = ANY($4)
+			AND project_id = coalesce($2::uuid, (SELECT project_id FROM work_items WHERE tenant_id = $1 AND id = $3))
+		ORDER BY user_id FOR SHARE`
+	createParentSQL = `SELECT ` + itemColumns + ` FROM work_items
+		WHERE tenant_id = $1 AND id = coalesce($3::uuid, $2::uuid) FOR SHARE`
+	createProjectSQL = `SELECT ` + itemColumns + ` FROM work_items
+		WHERE tenant_id = $1 AND item_type = 'project'
+			AND id = coalesce($2::uuid, (SELECT project_id FROM work_items WHERE tenant_id = $1 AND id = $3))`
+
+	writeMembersSQL = `SELECT user_id, role FROM project_members
+		WHERE tenant_id = $1 AND user_id = ANY($3)
+			AND project_id = (SELECT project_id FROM work_items WHERE tenant_id = $1 AND id = $2)
+		ORDER BY user_id FOR SHARE`
+	lockParentSQL   = `SELECT ` + itemColumns + ` FROM work_items WHERE tenant_id = $1 AND id = $2 FOR SHARE`
+	lockItemSQL     = `SELECT ` + itemColumns + `, now() FROM work_items WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE`
+	liveChildrenSQL = `SELECT count(*) FROM work_items WHERE tenant_id = $1 AND parent_id = $2 AND deleted_at IS NULL`
+
+	// A create bumps the revision, reads the column's last position when
+	// it must choose one (under the revision lock, so that concurrent
+	// creates append in commit order), then inserts the item and its
+	// activity entry at the bumped revision.
+	bumpSQL         = `UPDATE project_revisions SET revision = revision + 1 WHERE tenant_id = $1 AND project_id = $2`
+	lastPositionSQL = `SELECT max(position) FROM work_items
+		WHERE tenant_id = $1 AND project_id = $2 AND status = $3 AND deleted_at IS NULL AND item_type <> 'project'`
+	insertItemSQL = `WITH i AS (
+			INSERT INTO work_items (tenant_id, id, project_id, parent_id, item_type, title, description, status,
+				priority, assignee_id, position, story_points, version, revision, created_by, updated_by)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1,
+				(SELECT revision FROM project_revisions WHERE tenant_id = $1 AND project_id = $3), $13, $13)
+			RETURNING ` + itemColumns + `
+		), a AS (
+			INSERT INTO activity_log (tenant_id, project_id, work_item_id, actor_id, action, changes, revision)
+			SELECT $1, project_id, id, $13, $14, $15::jsonb, revision FROM i
+		)
+		SELECT ` + itemColumns + ` FROM i`
+
+	// An update or a delete is one statement: it bumps the revision (the
+	// lock taken last), writes the item and its activity entry. The bump
+	// checks the item's state as the write does, so that neither happens
+	// without the other.
+	updateItemSQL = `WITH r AS (
+			UPDATE project_revisions SET revision = revision + 1
+			WHERE tenant_id = $1 AND project_id = $13
+				AND EXISTS (SELECT 1 FROM work_items WHERE tenant_id = $1 AND id = $2 AND version = $3)
+			RETURNING revision
+		), u AS (
+			UPDATE work_items SET title = $4, description = $5, status = $6, priority = $7,
+				assignee_id = $8, parent_id = $9, position = $10, story_points = $11,
+				version = version + 1, revision = (SELECT revision FROM r), updated_at = now(), updated_by = $12
+			WHERE tenant_id = $1 AND id = $2 AND version = $3
+			RETURNING ` + itemColumns + `
+		), a AS (
+			INSERT INTO activity_log (tenant_id, project_id, work_item_id, actor_id, action, changes, revision)
+			SELECT $1, project_id, id, $12, $14, $15::jsonb, revision FROM u
+		)
+		SELECT ` + itemColumns + ` FROM u`
+	deleteItemSQL = `WITH r AS (
+			UPDATE project_revisions SET revision = revision + 1
+			WHERE tenant_id = $1 AND project_id = $3
+				AND EXISTS (SELECT 1 FROM work_items WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL)
+			RETURNING revision
+		), u AS (
+			UPDATE work_items SET deleted_at = now(), updated_at = now(), updated_by = $4,
+				version = version + 1, revision = (SELECT revision FROM r)
+			WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+			RETURNING ` + itemColumns + `
+		), a AS (
+			INSERT INTO activity_log (tenant_id, project_id, work_item_id, actor_id, action, changes, revision)
+			SELECT $1, project_id, id, $4, $5, $6::jsonb, revision FROM u
+		)
+		SELECT ` + itemColumns + ` FROM u`
+)
+
+// locked is what the first round trip of an item write read under its row
+// locks.
+type locked struct {
+	members  []roleRow    // the membership rows asked for that exist
+	parent   *pm.WorkItem // the (new) parent, when asked for
+	item     *pm.WorkItem // the written item (updates, deletes)
+	now      time.Time    // the transaction's now(), which the write stores
+	children int64        // the item's live children (deletes)
+}
+
+type roleRow struct {
+	user uuid.UUID
+	role pm.Role
+}
+
+// role returns user's role, "" for none (or not asked for).
+func (l *locked) role(user uuid.UUID) pm.Role {
+	for _, m := range l.members {
+		if m.user == user {
+			return m.role
+		}
+	}
+	return ""
+}
+
+// queueMembers queues q, which selects user_id and role, into b.
+func (l *locked) queueMembers(b *pgx.Batch, q string, args ...any) {
+	b.Queue(q, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var (
+				m    roleRow
+				role string
+			)
+			if err := rows.Scan(&m.user, &role); err != nil {
+				return fmt.Errorf("lock membership: %w", err)
+			}
+			m.role = pm.Role(role)
+			l.members = append(l.members, m)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("lock membership: %w", err)
+		}
+		return nil
+	})
+}
+
+// queueItem queues q, which selects itemColumns and then extra, into b: the
+// item goes to *dst, nil when there is none.
+func queueItem(b *pgx.Batch, dst **pm.WorkItem, what, q string, args []any, extra ...any) {
+	b.Queue(q, args...).QueryRow(func(row pgx.Row) error {
+		w, err := scanItem(row, extra...)
+		if errors.Is(err, pgx.ErrNoRows) {
+			*dst = nil
+			return nil
+		}
 		if err != nil {
-			return pm.WorkItem{}, false, err
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		if p == uuid.Nil {
-			return pm.WorkItem{}, false, notFound("parent_id", "parent %s not found", in.ParentID)
+		*dst = &w
+		return nil
+	})
+}
+
+// writable checks that l.item, the item id, may be written by actor: it
+// exists, the actor is an editor of its project (an admin for the project
+// item itself), and it is live. It returns the item.
+func (l *locked) writable(actor pm.Actor, id uuid.UUID) (pm.WorkItem, error) {
+	if l.item == nil {
+		return pm.WorkItem{}, notFound("work_item_id", "work item %s not found", id)
+	}
+	project, role := l.item.ProjectID, l.role(actor.User)
+	if err := checkRole(project, role, pm.RoleEditor); err != nil {
+		return pm.WorkItem{}, err
+	}
+	if l.item.Deleted() {
+		return pm.WorkItem{}, notFound("work_item_id", "work item %s not found", id)
+	}
+	if l.item.Type == pm.TypeProject && !role.Allows(pm.RoleAdmin) {
+		return pm.WorkItem{}, pm.Errorf(pm.EUnauthorized, "your role in project %s is %s; changing the project itself needs admin", project, role)
+	}
+	return *l.item, nil
+}
+
+// queueWrite queues q, the statement that writes an item, into b: the item
+// it returns goes to *dst, and *written says whether there was one.
+func queueWrite(b *pgx.Batch, dst *pm.WorkItem, written *bool, what, q string, args ...any) {
+	b.Queue(q, args...).QueryRow(func(row pgx.Row) error {
+		w, err := scanItem(row)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
 		}
-		project = p
-	}
-	revision, err := bumpRevision(ctx, tx, actor.Tenant, project)
-	if err != nil {
-		return pm.WorkItem{}, false, err
-	}
-	if _, err := requireRole(ctx, tx, actor, project, pm.RoleEditor); err != nil {
-		return pm.WorkItem{}, false, err
-	}
-	projectItem, err := readItem(ctx, tx, actor.Tenant, project, false)
-	if err != nil {
-		return pm.WorkItem{}, false, err
-	}
-	if projectItem == nil || projectItem.Deleted() {
-		return pm.WorkItem{}, false, notFound("project_id", "project %s not found", project)
-	}
-	parent := projectItem
-	if in.ParentID != uuid.Nil {
-		parent, err = readItem(ctx, tx, actor.Tenant, in.ParentID, false)
 		if err != nil {
-			return pm.WorkItem{}, false, err
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		switch {
-		case parent == nil:
-			return pm.WorkItem{}, false, pm.FieldErrorf("parent_id", "parent %s not found", in.ParentID)
-		case parent.ProjectID != project:
-			return pm.WorkItem{}, false, pm.FieldErrorf("parent_id", "parent %s is in another project", in.ParentID)
-		case parent.Deleted():
-			return pm.WorkItem{}, false, pm.FieldErrorf("parent_id", "parent %s is deleted", in.ParentID)
+		*dst, *written = w, true
+		return nil
+	})
+}
+
+// createItem makes an epic, story or task in a project. One round trip
+// locks and reads what the checks need; one bumps the revision, inserts the
+// item and its activity entry and commits. Without a client position, the
+// bump goes first, in a round trip of its own with the read of the column's
+// last position, which must happen under the revision lock.
+func (s *Store) createItem(ctx context.Context, op string, actor pm.Actor, in pm.NewWorkItem) (item pm.WorkItem, created bool, err error) {
+	users := []uuid.UUID{actor.User}
+	if in.AssigneeID != uuid.Nil && in.AssigneeID != actor.User {
+		users = append(users, in.AssigneeID)
+	}
+	var (
+		lk       locked
+		projItem *pm.WorkItem
+		project  uuid.UUID
+		taken    uuid.UUID // the ID the create found taken: answer with that item
+	)
+	lead := func(b *pgx.Batch) {
+		lk = locked{}
+		p, parent := nullID(in.ProjectID), nullID(in.ParentID)
+		lk.queueMembers(b, createMembersSQL, actor.Tenant, p, parent, users)
+		queueItem(b, &lk.parent, "lock parent", createParentSQL, []any{actor.Tenant, p, parent})
+		queueItem(b, &projItem, "read project", createProjectSQL, []any{actor.Tenant, p, parent})
+	}
+	err = s.runLed(ctx, op, actor.Tenant, readWrite, lead, func(tx pgx.Tx) error {
+		item, created, taken = pm.WorkItem{}, false, uuid.Nil
+		project = in.ProjectID
+		if project == uuid.Nil {
+			// The parent's project (immutable).
+			if lk.parent == nil {
+				return notFound("parent_id", "parent %s not found", in.ParentID)
+			}
+			project = lk.parent.ProjectID
 		}
-	}
-	if !pm.CanParent(parent.Type, in.Type) {
-		return pm.WorkItem{}, false, hierarchyError(parent.Type, in.Type)
-	}
-	if err := requireMember(ctx, tx, actor.Tenant, project, in.AssigneeID); err != nil {
-		return pm.WorkItem{}, false, err
-	}
-	pos := in.Position
-	if pos == "" {
-		if pos, err = nextPosition(ctx, tx, actor.Tenant, project, in.Status); err != nil {
-			return pm.WorkItem{}, false, err
+		if projItem == nil {
+			return notFound("project_id", "project %s not found", project)
 		}
+		if err := checkRole(project, lk.role(actor.User), pm.RoleEditor); err != nil {
+			return err
+		}
+		if projItem.Deleted() {
+			return notFound("project_id", "project %s not found", project)
+		}
+		parent := projItem
+		if in.ParentID != uuid.Nil {
+			parent = lk.parent
+			switch {
+			case parent == nil:
+				return pm.FieldErrorf("parent_id", "parent %s not found", in.ParentID)
+			case parent.ProjectID != project:
+				return pm.FieldErrorf("parent_id", "parent %s is in another project", in.ParentID)
+			case parent.Deleted():
+				return pm.FieldErrorf("parent_id", "parent %s is deleted", in.ParentID)
+			}
+		}
+		if !pm.CanParent(parent.Type, in.Type) {
+			return hierarchyError(parent.Type, in.Type)
+		}
+		if in.AssigneeID != uuid.Nil && lk.role(in.AssigneeID) == "" {
+			return assigneeError(in.AssigneeID)
+		}
+		b := &pgx.Batch{}
+		b.Queue(bumpSQL, actor.Tenant, project)
+		pos := in.Position
+		if pos == "" {
+			var last *string
+			b.Queue(lastPositionSQL, actor.Tenant, project, string(in.Status)).QueryRow(func(row pgx.Row) error {
+				if err := row.Scan(&last); err != nil {
+					return fmt.Errorf("read last position: %w", err)
+				}
+				return nil
+			})
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return fmt.Errorf("bump project revision, read last position: %w", err)
+			}
+			var err error
+			if pos, err = positionAfter(last); err != nil {
+				return err
+			}
+			b = &pgx.Batch{}
+		}
+		id := in.ID
+		if id == uuid.Nil {
+			id = uuid.New()
+		}
+		if id == parent.ID {
+			// Taken by the parent; the insert would fail its CHECK first.
+			taken = id
+			return errRollback
+		}
+		w := pm.WorkItem{
+			ID: id, ProjectID: project, ParentID: parent.ID, Type: in.Type, Title: in.Title,
+			Description: in.Description, Status: in.Status, Priority: in.Priority, AssigneeID: in.AssigneeID,
+			Position: pos, StoryPoints: in.StoryPoints,
+		}
+		changes, err := encodeChanges(w.Changes())
+		if err != nil {
+			return err
+		}
+		queueWrite(b, &item, &created, "insert work item", insertItemSQL,
+			actor.Tenant, w.ID, w.ProjectID, nullID(w.ParentID), string(w.Type), w.Title, w.Description,
+			string(w.Status), string(w.Priority), nullID(w.AssigneeID), w.Position, w.StoryPoints, actor.User,
+			string(pm.ActionCreated), changes)
+		if err := commitWith(ctx, tx, b); err != nil {
+			if idTaken(err) {
+				taken = id
+				return errRollback
+			}
+			return err
+		}
+		if !created {
+			return errors.New("insert work item: no row returned") // an INSERT … VALUES returns its row
+		}
+		return nil
+	})
+	if err != nil || taken == uuid.Nil {
+		return item, created, err
 	}
-	id := in.ID
-	if id == uuid.Nil {
-		id = uuid.New()
-	}
-	if id == parent.ID {
-		// Taken by the parent; the insert would fail its CHECK before ON CONFLICT.
-		return existingItem(ctx, tx, actor, id, project, in.Type)
-	}
-	w := pm.WorkItem{
-		ID: id, ProjectID: project, ParentID: parent.ID, Type: in.Type, Title: in.Title,
-		Description: in.Description, Status: in.Status, Priority: in.Priority, AssigneeID: in.AssigneeID,
-		Position: pos, StoryPoints: in.StoryPoints, Revision: revision,
-	}
-	item, ok, err := insertItem(ctx, tx, actor, w)
-	if err != nil {
-		return pm.WorkItem{}, false, err
-	}
-	if !ok {
-		return existingItem(ctx, tx, actor, id, project, in.Type)
-	}
-	if err := insertItemActivity(ctx, tx, actor, item, pm.ActionCreated, item.Changes()); err != nil {
-		return pm.WorkItem{}, false, err
-	}
-	return item, true, nil
+	// The insert waited for the transaction that holds the ID to end, and
+	// found it committed: a new transaction sees the item.
+	err = s.run(ctx, op, actor.Tenant, readOnly, func(tx pgx.Tx) error {
+		item, created, err = existingItem(ctx, tx, actor, taken, project, in.Type)
+		return err
+	})
+	return item, created, err
+}
+
+// idTaken reports whether err is the insert of a work item whose ID exists.
+func idTaken(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && pgErr.Code == sqlUniqueViolation && pgErr.ConstraintName == "work_items_pkey"
 }
 
 // insertItem inserts w at version 1, unless its ID is taken: then ok is false.
@@ -233,9 +467,7 @@ func insertItem(ctx context.Context, tx pgx.Tx, actor pm.Actor, w pm.WorkItem) (
 // created=false, when the same actor created it in the same project with the
 // same type (a retried request); CONFLICT otherwise.
 func existingItem(ctx context.Context, tx pgx.Tx, actor pm.Actor, id, project uuid.UUID, t pm.ItemType) (pm.WorkItem, bool, error) {
-	// The insert waited for the transaction that holds the ID to end, and
-	// this statement's snapshot sees what it committed.
-	w, err := readItem(ctx, tx, actor.Tenant, id, false)
+	w, err := readItem(ctx, tx, actor.Tenant, id)
 	if err != nil {
 		return pm.WorkItem{}, false, err
 	}
@@ -245,15 +477,9 @@ func existingItem(ctx context.Context, tx pgx.Tx, actor pm.Actor, id, project uu
 	return *w, false, nil
 }
 
-// nextPosition returns a position after the last live item of a column.
-func nextPosition(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID, status pm.Status) (string, error) {
-	var last *string
-	err := tx.QueryRow(ctx, `SELECT max(position) FROM work_items
-		WHERE tenant_id = $1 AND project_id = $2 AND status = $3 AND deleted_at IS NULL AND item_type <> 'project'`,
-		tenant, project, string(status)).Scan(&last)
-	if err != nil {
-		return "", fmt.Errorf("read last position: %w", err)
-	}
+// positionAfter returns a position after last, the last live position of a
+// column (nil for none).
+func positionAfter(last *string) (string, error) {
 	after := ""
 	if last != nil {
 		after = *last
@@ -269,6 +495,10 @@ func nextPosition(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UU
 // and returns the new state and the fields that changed. A stale version is
 // a CONFLICT carrying the current one. A patch that changes nothing returns
 // the item as it is, with no changes, and writes nothing.
+//
+// Two round trips: one locks the writer's membership, the new parent and the
+// item, the other bumps the revision, writes the item and its activity
+// entry and commits.
 func (s *Store) UpdateWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID, expectedVersion int64, patch pm.WorkItemPatch) (item pm.WorkItem, changes []pm.FieldChange, err error) {
 	op := "update work item " + id.String()
 	if err := patch.Normalize(); err != nil {
@@ -277,8 +507,21 @@ func (s *Store) UpdateWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID
 	if patch.Empty() {
 		return pm.WorkItem{}, nil, fmt.Errorf("%s: %w", op, pm.Errorf(pm.EValidation, "the update sets no field"))
 	}
-	err = s.run(ctx, op, actor.Tenant, readWrite, func(tx pgx.Tx) error {
-		cur, revision, err := lockItemForWrite(ctx, tx, actor, id)
+	users := []uuid.UUID{actor.User}
+	if a := patch.AssigneeID; a != nil && *a != uuid.Nil && *a != actor.User {
+		users = append(users, *a)
+	}
+	var lk locked
+	lead := func(b *pgx.Batch) {
+		lk = locked{}
+		lk.queueMembers(b, writeMembersSQL, actor.Tenant, id, users)
+		if p := patch.ParentID; p != nil && *p != uuid.Nil && *p != id {
+			queueItem(b, &lk.parent, "lock new parent", lockParentSQL, []any{actor.Tenant, *p})
+		}
+		queueItem(b, &lk.item, "lock work item", lockItemSQL, []any{actor.Tenant, id}, &lk.now)
+	}
+	err = s.runLed(ctx, op, actor.Tenant, readWrite, lead, func(tx pgx.Tx) error {
+		cur, err := lk.writable(actor, id)
 		if err != nil {
 			return err
 		}
@@ -289,35 +532,34 @@ func (s *Store) UpdateWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID
 		changes = patch.Apply(&next)
 		if len(changes) == 0 {
 			item, changes = cur, nil
-			return errRollback // undoes the revision bump
+			return errRollback
 		}
 		if next.ParentID != cur.ParentID {
-			if err := checkNewParent(ctx, tx, actor.Tenant, next); err != nil {
+			if err := checkNewParent(next, lk.parent); err != nil {
 				return err
 			}
 		}
-		if next.AssigneeID != cur.AssigneeID {
-			if err := requireMember(ctx, tx, actor.Tenant, next.ProjectID, next.AssigneeID); err != nil {
-				return err
-			}
+		if next.AssigneeID != cur.AssigneeID && next.AssigneeID != uuid.Nil && lk.role(next.AssigneeID) == "" {
+			return assigneeError(next.AssigneeID)
 		}
-		row := tx.QueryRow(ctx, `UPDATE work_items SET title = $4, description = $5, status = $6, priority = $7,
-				assignee_id = $8, parent_id = $9, position = $10, story_points = $11,
-				version = version + 1, revision = $12, updated_at = now(), updated_by = $13
-			WHERE tenant_id = $1 AND id = $2 AND version = $3
-			RETURNING `+itemColumns,
+		encoded, err := encodeChanges(changes)
+		if err != nil {
+			return err
+		}
+		var written bool
+		b := &pgx.Batch{}
+		queueWrite(b, &item, &written, "update", updateItemSQL,
 			actor.Tenant, id, expectedVersion, next.Title, next.Description, string(next.Status),
 			string(next.Priority), nullID(next.AssigneeID), nullID(next.ParentID), next.Position,
-			next.StoryPoints, revision, actor.User)
-		item, err = scanItem(row)
-		if errors.Is(err, pgx.ErrNoRows) {
-			// Not expected while the row is locked; answer as for a stale version.
+			next.StoryPoints, actor.User, cur.ProjectID, string(pm.ActionUpdated), encoded)
+		if err := commitWith(ctx, tx, b); err != nil {
+			return err
+		}
+		if !written {
+			// Not expected while the row is locked; nothing was written.
 			return staleVersion(cur.Version, expectedVersion)
 		}
-		if err != nil {
-			return fmt.Errorf("update: %w", err)
-		}
-		return insertItemActivity(ctx, tx, actor, item, pm.ActionUpdated, changes)
+		return nil
 	})
 	if err != nil {
 		return pm.WorkItem{}, nil, err
@@ -325,17 +567,14 @@ func (s *Store) UpdateWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID
 	return item, changes, nil
 }
 
-// checkNewParent checks the new parent of w: live, in w's project, not w,
-// and of a type that ranks above w's. Because types rank strictly lower down
-// every parent chain, an item's descendants all rank below it and can never
-// become its parent: re-parenting cannot make a cycle.
-func checkNewParent(ctx context.Context, tx pgx.Tx, tenant string, w pm.WorkItem) error {
+// checkNewParent checks parent, the new parent of w (nil: none found): live,
+// in w's project, not w, and of a type that ranks above w's. Because types
+// rank strictly lower down every parent chain, an item's descendants all
+// rank below it and can never become its parent: re-parenting cannot make a
+// cycle.
+func checkNewParent(w pm.WorkItem, parent *pm.WorkItem) error {
 	if w.ParentID == w.ID {
 		return pm.FieldErrorf("parent_id", "an item cannot be its own parent: that would create a cycle")
-	}
-	parent, err := readItem(ctx, tx, tenant, w.ParentID, false)
-	if err != nil {
-		return err
 	}
 	switch {
 	case parent == nil:
@@ -352,37 +591,54 @@ func checkNewParent(ctx context.Context, tx pgx.Tx, tenant string, w pm.WorkItem
 
 // DeleteWorkItem soft-deletes an item without live children (editor role);
 // expectedVersion 0 accepts any version. It returns the tombstone.
+//
+// Two round trips: one locks the writer's membership and the item and then
+// counts the item's live children, the other bumps the revision, writes the
+// tombstone and its activity entry and commits.
 func (s *Store) DeleteWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID, expectedVersion int64) (item pm.WorkItem, err error) {
-	err = s.run(ctx, "delete work item "+id.String(), actor.Tenant, readWrite, func(tx pgx.Tx) error {
-		cur, revision, err := lockItemForWrite(ctx, tx, actor, id)
+	var lk locked
+	lead := func(b *pgx.Batch) {
+		lk = locked{}
+		lk.queueMembers(b, writeMembersSQL, actor.Tenant, id, []uuid.UUID{actor.User})
+		queueItem(b, &lk.item, "lock work item", lockItemSQL, []any{actor.Tenant, id}, &lk.now)
+		b.Queue(liveChildrenSQL, actor.Tenant, id).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&lk.children); err != nil {
+				return fmt.Errorf("count children: %w", err)
+			}
+			return nil
+		})
+	}
+	err = s.runLed(ctx, "delete work item "+id.String(), actor.Tenant, readWrite, lead, func(tx pgx.Tx) error {
+		cur, err := lk.writable(actor, id)
 		if err != nil {
 			return err
 		}
 		if expectedVersion != 0 && cur.Version != expectedVersion {
 			return staleVersion(cur.Version, expectedVersion)
 		}
-		var children int64
-		err = tx.QueryRow(ctx, `SELECT count(*) FROM work_items
-			WHERE tenant_id = $1 AND parent_id = $2 AND deleted_at IS NULL`, actor.Tenant, id).Scan(&children)
-		if err != nil {
-			return fmt.Errorf("count children: %w", err)
-		}
-		if children > 0 {
+		if n := lk.children; n > 0 {
 			noun := "children"
-			if children == 1 {
+			if n == 1 {
 				noun = "child"
 			}
-			return pm.Errorf(pm.EDeleteBlocked, "the work item has %d live %s; delete or move them first", children, noun)
+			return pm.Errorf(pm.EDeleteBlocked, "the work item has %d live %s; delete or move them first", n, noun)
 		}
-		row := tx.QueryRow(ctx, `UPDATE work_items SET deleted_at = now(), updated_at = now(), updated_by = $3,
-				version = version + 1, revision = $4
-			WHERE tenant_id = $1 AND id = $2
-			RETURNING `+itemColumns, actor.Tenant, id, actor.User, revision)
-		if item, err = scanItem(row); err != nil {
-			return fmt.Errorf("delete: %w", err)
+		// The tombstone's deleted_at is the transaction's now().
+		changes, err := encodeChanges([]pm.FieldChange{{Field: "deleted_at", New: lk.now.UTC().Format(time.RFC3339Nano)}})
+		if err != nil {
+			return err
 		}
-		changes := []pm.FieldChange{{Field: "deleted_at", New: item.DeletedAt.UTC().Format(time.RFC3339Nano)}}
-		return insertItemActivity(ctx, tx, actor, item, pm.ActionDeleted, changes)
+		var written bool
+		b := &pgx.Batch{}
+		queueWrite(b, &item, &written, "delete", deleteItemSQL,
+			actor.Tenant, id, cur.ProjectID, actor.User, string(pm.ActionDeleted), changes)
+		if err := commitWith(ctx, tx, b); err != nil {
+			return err
+		}
+		if !written {
+			return errors.New("delete: no row returned") // not expected while the row is locked
+		}
+		return nil
 	})
 	if err != nil {
 		return pm.WorkItem{}, err
@@ -390,42 +646,8 @@ func (s *Store) DeleteWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID
 	return item, nil
 }
 
-// lockItemForWrite prepares a write to a live item: it finds the item's
-// project, bumps the project's revision (which serialises the project's
-// writes), checks the role (editor; admin for the project item itself) and
-// locks the item row. It returns the item and the new revision.
-func lockItemForWrite(ctx context.Context, tx pgx.Tx, actor pm.Actor, id uuid.UUID) (pm.WorkItem, int64, error) {
-	project, err := itemProject(ctx, tx, actor.Tenant, id)
-	if err != nil {
-		return pm.WorkItem{}, 0, err
-	}
-	if project == uuid.Nil {
-		return pm.WorkItem{}, 0, notFound("work_item_id", "work item %s not found", id)
-	}
-	revision, err := bumpRevision(ctx, tx, actor.Tenant, project)
-	if err != nil {
-		return pm.WorkItem{}, 0, err
-	}
-	role, err := requireRole(ctx, tx, actor, project, pm.RoleEditor)
-	if err != nil {
-		return pm.WorkItem{}, 0, err
-	}
-	cur, err := readItem(ctx, tx, actor.Tenant, id, true)
-	if err != nil {
-		return pm.WorkItem{}, 0, err
-	}
-	if cur == nil || cur.Deleted() {
-		return pm.WorkItem{}, 0, notFound("work_item_id", "work item %s not found", id)
-	}
-	if cur.Type == pm.TypeProject && !role.Allows(pm.RoleAdmin) {
-		return pm.WorkItem{}, 0, pm.Errorf(pm.EUnauthorized, "your role in project %s is %s; changing the project itself needs admin", project, role)
-	}
-	return *cur, revision, nil
-}
-
 // itemProject returns the project of an item, deleted or not; uuid.Nil when
-// there is no such item in the tenant. An item's project never changes, so
-// this may be read before the project is locked.
+// there is no such item in the tenant. An item's project never changes.
 func itemProject(ctx context.Context, tx pgx.Tx, tenant string, id uuid.UUID) (uuid.UUID, error) {
 	var project uuid.UUID
 	err := tx.QueryRow(ctx, `SELECT project_id FROM work_items WHERE tenant_id = $1 AND id = $2`, tenant, id).Scan(&project)
@@ -438,14 +660,10 @@ func itemProject(ctx context.Context, tx pgx.Tx, tenant string, id uuid.UUID) (u
 	return project, nil
 }
 
-// readItem reads an item, deleted or not, locking it when forUpdate; nil
-// when there is no such item in the tenant.
-func readItem(ctx context.Context, tx pgx.Tx, tenant string, id uuid.UUID, forUpdate bool) (*pm.WorkItem, error) {
-	q := `SELECT ` + itemColumns + ` FROM work_items WHERE tenant_id = $1 AND id = $2`
-	if forUpdate {
-		q += ` FOR UPDATE`
-	}
-	w, err := scanItem(tx.QueryRow(ctx, q, tenant, id))
+// readItem reads an item, deleted or not; nil when there is no such item in
+// the tenant.
+func readItem(ctx context.Context, tx pgx.Tx, tenant string, id uuid.UUID) (*pm.WorkItem, error) {
+	w, err := scanItem(tx.QueryRow(ctx, `SELECT `+itemColumns+` FROM work_items WHERE tenant_id = $1 AND id = $2`, tenant, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -455,39 +673,8 @@ func readItem(ctx context.Context, tx pgx.Tx, tenant string, id uuid.UUID, forUp
 	return &w, nil
 }
 
-// bumpRevision increments a project's revision and returns it. The row lock
-// it takes, held until the transaction ends, makes the project's writes
-// commit one at a time, in revision order; a rollback undoes the increment,
-// so revisions have no gaps.
-func bumpRevision(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID) (int64, error) {
-	var revision int64
-	err := tx.QueryRow(ctx, `UPDATE project_revisions SET revision = revision + 1
-		WHERE tenant_id = $1 AND project_id = $2 RETURNING revision`, tenant, project).Scan(&revision)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, notFound("project_id", "project %s not found", project)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("bump project revision: %w", err)
-	}
-	return revision, nil
-}
-
-// requireMember checks that user, unless uuid.Nil, is a member of project
-// (any role), as an assignee must be.
-func requireMember(ctx context.Context, tx pgx.Tx, tenant string, project, user uuid.UUID) error {
-	if user == uuid.Nil {
-		return nil
-	}
-	var member bool
-	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM project_members
-		WHERE tenant_id = $1 AND project_id = $2 AND user_id = $3)`, tenant, project, user).Scan(&member)
-	if err != nil {
-		return fmt.Errorf("check assignee: %w", err)
-	}
-	if !member {
-		return pm.FieldErrorf("assignee_id", "the assignee %s is not a member of the project", user)
-	}
-	return nil
+func assigneeError(user uuid.UUID) *pm.Error {
+	return pm.FieldErrorf("assignee_id", "the assignee %s is not a member of the project", user)
 }
 
 func hierarchyError(parent, child pm.ItemType) *pm.Error {
@@ -598,7 +785,7 @@ func (s *Store) StreamWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkIt
 			args["after_position"], args["after_id"] = last.Position, last.ID
 		}
 	}
-	return s.runWhile(ctx, op, actor.Tenant, snapshot, read, func() bool { return !handed })
+	return s.runWhile(ctx, op, actor.Tenant, snapshot, nil, read, func() bool { return !handed })
 }
 
 // itemRowOverhead approximates the bytes of a row's columns besides its text
@@ -641,7 +828,7 @@ func appendItems(items []pm.WorkItem, rows pgx.Rows) ([]pm.WorkItem, error) {
 // role in its project); NOT_FOUND when there is no such item in the tenant.
 func (s *Store) GetWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID) (item pm.WorkItem, err error) {
 	err = s.run(ctx, "read work item "+id.String(), actor.Tenant, readOnly, func(tx pgx.Tx) error {
-		w, err := readItem(ctx, tx, actor.Tenant, id, false)
+		w, err := readItem(ctx, tx, actor.Tenant, id)
 		if err != nil {
 			return err
 		}
@@ -662,7 +849,7 @@ func (s *Store) GetWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID) (
 func (s *Store) ProjectRevision(ctx context.Context, actor pm.Actor, project uuid.UUID) (revision int64, err error) {
 	err = s.run(ctx, "read revision of project "+project.String(), actor.Tenant, readOnly, func(tx pgx.Tx) error {
 		var err error
-		revision, err = projectRevision(ctx, tx, actor.Tenant, project, false)
+		revision, err = projectRevision(ctx, tx, actor.Tenant, project)
 		if err != nil {
 			return err
 		}
@@ -675,15 +862,12 @@ func (s *Store) ProjectRevision(ctx context.Context, actor pm.Actor, project uui
 	return revision, nil
 }
 
-// projectRevision reads a project's current revision, locking the counter
-// row when forUpdate; NOT_FOUND when there is no such project in the tenant.
-func projectRevision(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID, forUpdate bool) (int64, error) {
-	q := `SELECT revision FROM project_revisions WHERE tenant_id = $1 AND project_id = $2`
-	if forUpdate {
-		q += ` FOR UPDATE`
-	}
+// projectRevision reads a project's current revision; NOT_FOUND when there
+// is no such project in the tenant.
+func projectRevision(ctx context.Context, tx pgx.Tx, tenant string, project uuid.UUID) (int64, error) {
 	var revision int64
-	err := tx.QueryRow(ctx, q, tenant, project).Scan(&revision)
+	err := tx.QueryRow(ctx, `SELECT revision FROM project_revisions WHERE tenant_id = $1 AND project_id = $2`,
+		tenant, project).Scan(&revision)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, notFound("project_id", "project %s not found", project)
 	}
