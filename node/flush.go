@@ -129,7 +129,7 @@ func (c *session) flush() {
 
 		b.build(b.frames, ping)
 		b.out = b.bufs // the write consumes out; bufs keeps the array
-		_ = c.nc.SetWriteDeadline(c.srv.cfg.Now().Add(c.srv.cfg.WriteTimeout))
+		c.extendWriteDeadline()
 		err := c.nc.writeBuffers(&b.out)
 		n := len(b.frames)
 		b.release()
@@ -147,6 +147,19 @@ func (c *session) flush() {
 		c.written.Add(uint64(n))
 		c.signalProgress()
 	}
+}
+
+// extendWriteDeadline gives the next write at least half of WriteTimeout:
+// when less than that is left, the deadline moves to WriteTimeout from now.
+// Setting it on every write would cost a timer update per write for nothing.
+// Only the flusher writes frames, and one flusher runs at a time.
+func (c *session) extendWriteDeadline() {
+	now := c.srv.cfg.Now()
+	if c.writeDeadline.Sub(now) >= c.srv.cfg.WriteTimeout/2 {
+		return
+	}
+	c.writeDeadline = now.Add(c.srv.cfg.WriteTimeout)
+	_ = c.nc.SetWriteDeadline(c.writeDeadline)
 }
 
 // writeClose writes the close frame (through gws, which then refuses every

@@ -70,7 +70,8 @@ type session struct {
 	written     atomic.Uint64 // frames written, in queue order
 	progress    chan struct{} // capacity 1: the flusher took or wrote frames
 
-	recorded bool // the profile was recorded; the worker's own
+	recorded      bool      // the profile was recorded; the worker's own
+	writeDeadline time.Time // the socket's write deadline; the flusher's own
 
 	subMu sync.Mutex
 	subs  map[uuid.UUID]struct{}

@@ -748,17 +748,38 @@ func (s *Store) StreamWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkIt
 		return fmt.Errorf("%s: wait for a turn among the running loads: %w", op, classify(ctx.Err()))
 	}
 	handed := false // a page went to the caller: the read must not start over
+	// The snapshot's revision and the role ride in the BEGIN's round trip.
+	var (
+		snap  pm.Snapshot
+		found bool
+		role  string
+	)
+	lead := func(b *pgx.Batch) {
+		snap, found, role = pm.Snapshot{}, false, ""
+		b.Queue(`SELECT revision, now() FROM project_revisions WHERE tenant_id = $1 AND project_id = $2`,
+			actor.Tenant, q.ProjectID).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&snap.Revision, &snap.Time)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read project revision: %w", err)
+			}
+			found = true
+			return nil
+		})
+		b.Queue(roleSQL, actor.Tenant, q.ProjectID, actor.User).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&role); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("read role: %w", err)
+			}
+			return nil
+		})
+	}
 	read := func(tx pgx.Tx) error {
-		var snap pm.Snapshot
-		err := tx.QueryRow(ctx, `SELECT revision, now() FROM project_revisions
-			WHERE tenant_id = $1 AND project_id = $2`, actor.Tenant, q.ProjectID).Scan(&snap.Revision, &snap.Time)
-		if errors.Is(err, pgx.ErrNoRows) {
+		if !found {
 			return notFound("project_id", "project %s not found", q.ProjectID)
 		}
-		if err != nil {
-			return fmt.Errorf("read project revision: %w", err)
-		}
-		if _, err := requireRole(ctx, tx, actor, q.ProjectID, pm.RoleViewer); err != nil {
+		if err := checkRole(q.ProjectID, pm.Role(role), pm.RoleViewer); err != nil {
 			return err
 		}
 		var items []pm.WorkItem
@@ -785,7 +806,7 @@ func (s *Store) StreamWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkIt
 			args["after_position"], args["after_id"] = last.Position, last.ID
 		}
 	}
-	return s.runWhile(ctx, op, actor.Tenant, snapshot, nil, read, func() bool { return !handed })
+	return s.runWhile(ctx, op, actor.Tenant, snapshot, lead, read, func() bool { return !handed })
 }
 
 // itemRowOverhead approximates the bytes of a row's columns besides its text
@@ -847,14 +868,38 @@ func (s *Store) GetWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID) (
 // ProjectRevision checks that the actor may view the project and returns its
 // current revision.
 func (s *Store) ProjectRevision(ctx context.Context, actor pm.Actor, project uuid.UUID) (revision int64, err error) {
-	err = s.run(ctx, "read revision of project "+project.String(), actor.Tenant, readOnly, func(tx pgx.Tx) error {
-		var err error
-		revision, err = projectRevision(ctx, tx, actor.Tenant, project)
-		if err != nil {
-			return err
+	var (
+		found bool
+		role  string
+	)
+	// One round trip: BEGIN, the tenant, both reads and the COMMIT.
+	lead := func(b *pgx.Batch) {
+		revision, found, role = 0, false, ""
+		b.Queue(`SELECT revision FROM project_revisions WHERE tenant_id = $1 AND project_id = $2`,
+			actor.Tenant, project).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&revision)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read project revision: %w", err)
+			}
+			found = true
+			return nil
+		})
+		b.Queue(roleSQL, actor.Tenant, project, actor.User).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&role); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("read role: %w", err)
+			}
+			return nil
+		})
+		b.Queue(`COMMIT`)
+	}
+	err = s.runLed(ctx, "read revision of project "+project.String(), actor.Tenant, readOnly, lead, func(pgx.Tx) error {
+		if !found {
+			return notFound("project_id", "project %s not found", project)
 		}
-		_, err = requireRole(ctx, tx, actor, project, pm.RoleViewer)
-		return err
+		return checkRole(project, pm.Role(role), pm.RoleViewer)
 	})
 	if err != nil {
 		return 0, err

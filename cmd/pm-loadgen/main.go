@@ -54,6 +54,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -79,23 +80,24 @@ const (
 
 // config is a load run's settings.
 type config struct {
-	target   string // targetPM or targetCentrifugo
-	urls     []string
-	secret   string
-	conns    int
-	projects int
-	writers  int
-	rate     float64 // writes/s in total; 0 with inflight
-	inflight int     // requests in flight in total; 0 with rate
-	duration time.Duration
-	warmup   time.Duration
-	drain    time.Duration
-	hold     time.Duration // subscribed connections held idle before the load
-	mix      mix
-	jsonFile string
-	ready    string // file written once every subscriber is subscribed
-	seeded   string // file written once seeding is done; connecting waits until it is removed
-	progress bool   // print the progress line every second
+	target     string // targetPM or targetCentrifugo
+	urls       []string
+	secret     string
+	conns      int
+	projects   int
+	writers    int
+	rate       float64 // writes/s in total; 0 with inflight
+	inflight   int     // requests in flight in total; 0 with rate
+	duration   time.Duration
+	warmup     time.Duration
+	drain      time.Duration
+	hold       time.Duration // subscribed connections held idle before the load
+	mix        mix
+	jsonFile   string
+	ready      string // file written once every subscriber is subscribed
+	seeded     string // file written once seeding is done; connecting waits until it is removed
+	cpuProfile string // pm-loadgen's own CPU profile, for the share of the machine it takes
+	progress   bool   // print the progress line every second
 
 	namespace string // Centrifugo: the channels' namespace
 }
@@ -152,6 +154,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err != nil:
 		fmt.Fprintf(stderr, "pm-loadgen: %v\n", err)
 		return 2
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "pm-loadgen: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "pm-loadgen: cpu profile: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	rep, err := loadRun(ctx, cfg, stderr)
 	if err != nil {
@@ -210,6 +225,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	drain := dur("drain", 5*time.Second, "after the writers stop, how long subscribers may take to catch up")
 	hold := dur("hold", 0, "once every subscriber is subscribed, hold the connections idle this long before the load (with -writers 0: before closing)")
 	ready := str("ready-file", "", "write this file once every subscriber is subscribed (before -hold)")
+	cpuProfile := str("cpuprofile", "", "write pm-loadgen's own CPU profile to this file (go tool pprof)")
 	seeded := str("seeded-file", "", "write this file once the tenant is seeded and wait until it is removed before connecting the subscribers (a script measures the nodes in between)")
 	namespace := str("namespace", "loadgen", "centrifugo: the channels' namespace, which must allow subscribe and publish for clients (empty: channels without namespace)")
 	mixFlag := str("mix", "update=100", "shares of write kinds: update (versioned title+description change), create (new task), move (status change)")
@@ -240,7 +256,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	cfg := config{
 		target: *target, secret: *secret, conns: *conns, projects: *projects, writers: *writers, inflight: *inflight,
-		duration: *duration, warmup: *warmup, drain: *drain, hold: *hold, jsonFile: *jsonFile, ready: *ready, seeded: *seeded,
+		duration: *duration, warmup: *warmup, drain: *drain, hold: *hold, jsonFile: *jsonFile, ready: *ready, seeded: *seeded, cpuProfile: *cpuProfile,
 		progress: !*quiet, namespace: *namespace,
 	}
 	if cfg.target != targetPM && cfg.target != targetCentrifugo {
