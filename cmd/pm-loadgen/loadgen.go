@@ -220,7 +220,7 @@ func runPM(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
 	// Writers and their items.
 	writers := make([]*writer, cfg.writers)
 	err = parallel(ctx, cfg.writers, setupConns, func(_, i int) error {
-		c, err := lg.dial(ctx, i, writerUsers[i], nil, true)
+		c, err := lg.dial(ctx, i, writerUsers[i], nil, true, 0)
 		if err != nil {
 			return err
 		}
@@ -255,7 +255,14 @@ func runPM(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
 	subs := make([]*subscriber, cfg.conns)
 	err = parallel(ctx, cfg.conns, setupConns, func(_, i int) error {
 		s := &subscriber{lg: lg, project: i % cfg.projects}
-		c, err := lg.dial(ctx, i, subUsers[i], s.onEvent, false)
+		if i < cfg.slow {
+			s.delay = cfg.slowDelay
+		}
+		buffer := 0
+		if s.delay > 0 {
+			buffer = slowEventBuffer
+		}
+		c, err := lg.dial(ctx, i, subUsers[i], s.onEvent, false, buffer)
 		if err != nil {
 			return err
 		}
@@ -318,7 +325,13 @@ func runPM(ctx context.Context, cfg config, stderr io.Writer) (*report, error) {
 }
 
 // dial connects one client of user, round-robin over the URLs from index i.
-func (lg *loadgen) dial(ctx context.Context, i int, user uuid.UUID, onEvent func(*pmv1.WebSocketMessage), writer bool) (*client.Client, error) {
+// slowEventBuffer is the SDK's event buffer of a -slow subscriber: small,
+// so that falling behind soon overflows it, and the SDK drops what it
+// cannot queue and resyncs, as a client that cannot keep up should.
+const slowEventBuffer = 64
+
+// dial connects client i of user; eventBuffer 0 is the SDK's default.
+func (lg *loadgen) dial(ctx context.Context, i int, user uuid.UUID, onEvent func(*pmv1.WebSocketMessage), writer bool, eventBuffer int) (*client.Client, error) {
 	ttl := lg.cfg.hold + lg.cfg.warmup + lg.cfg.duration + lg.cfg.drain + time.Hour
 	token, err := client.NewToken(lg.secret, lg.tenant, user, ttl)
 	if err != nil {
@@ -331,7 +344,7 @@ func (lg *loadgen) dial(ctx context.Context, i int, user uuid.UUID, onEvent func
 		others = append(others, urls[(i+j)%len(urls)])
 	}
 	return client.Dial(ctx, first, client.Options{
-		Token: token, URLs: others, Logger: lg.log, OnEvent: onEvent,
+		Token: token, URLs: others, Logger: lg.log, OnEvent: onEvent, EventBuffer: eventBuffer,
 		// A writer's RATE_LIMITED or UNAVAILABLE is an error in the report,
 		// not a silent retry.
 		NoBusyRetry: writer,
@@ -349,7 +362,7 @@ func (lg *loadgen) dial(ctx context.Context, i int, user uuid.UUID, onEvent func
 func (lg *loadgen) dialMany(ctx context.Context, n int, user uuid.UUID, onEvent func(*pmv1.WebSocketMessage)) ([]*client.Client, error) {
 	cs := make([]*client.Client, n)
 	err := parallel(ctx, n, n, func(_, i int) error {
-		c, err := lg.dial(ctx, i, user, onEvent, false)
+		c, err := lg.dial(ctx, i, user, onEvent, false, 0)
 		cs[i] = c
 		return err
 	})
@@ -433,7 +446,8 @@ type subscriber struct {
 	c       *client.Client
 	project int
 	replica *client.Project
-	base    int64 // the replica's revision once subscribed
+	base    int64         // the replica's revision once subscribed
+	delay   time.Duration // -slow: time taken over every event
 
 	mu   sync.Mutex
 	seen []uint64 // bit r: revision r arrived as an event
@@ -462,6 +476,9 @@ func (s *subscriber) onEvent(m *pmv1.WebSocketMessage) {
 	if sent, ok := parseStamp(w.Description); ok && s.lg.measured(sent) {
 		s.lg.deliveries.Add(1)
 		s.lg.delivery.Record(now.Sub(time.Unix(0, sent)))
+	}
+	if s.delay > 0 {
+		time.Sleep(s.delay) // a client busy with something else, not a wait for anything
 	}
 }
 

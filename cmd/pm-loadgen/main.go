@@ -92,6 +92,8 @@ type config struct {
 	warmup     time.Duration
 	drain      time.Duration
 	hold       time.Duration // subscribed connections held idle before the load
+	slow       int           // subscribers that take slowDelay over every event
+	slowDelay  time.Duration
 	mix        mix
 	jsonFile   string
 	ready      string // file written once every subscriber is subscribed
@@ -223,6 +225,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	duration := dur("duration", 10*time.Second, "how long to measure")
 	warmup := dur("warmup", 2*time.Second, "load before measuring, not counted")
 	drain := dur("drain", 5*time.Second, "after the writers stop, how long subscribers may take to catch up")
+	slow := num("slow", 0, "pm: this many subscribers take -slow-delay over every event, as a client that cannot keep up (with an event buffer of 64, their SDK soon drops what it cannot queue and resyncs)")
+	slowDelay := dur("slow-delay", 20*time.Millisecond, "what a -slow subscriber spends on each event")
 	hold := dur("hold", 0, "once every subscriber is subscribed, hold the connections idle this long before the load (with -writers 0: before closing)")
 	ready := str("ready-file", "", "write this file once every subscriber is subscribed (before -hold)")
 	cpuProfile := str("cpuprofile", "", "write pm-loadgen's own CPU profile to this file (go tool pprof)")
@@ -256,7 +260,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	cfg := config{
 		target: *target, secret: *secret, conns: *conns, projects: *projects, writers: *writers, inflight: *inflight,
-		duration: *duration, warmup: *warmup, drain: *drain, hold: *hold, jsonFile: *jsonFile, ready: *ready, seeded: *seeded, cpuProfile: *cpuProfile,
+		duration: *duration, warmup: *warmup, drain: *drain, hold: *hold, slow: *slow, slowDelay: *slowDelay, jsonFile: *jsonFile, ready: *ready, seeded: *seeded, cpuProfile: *cpuProfile,
 		progress: !*quiet, namespace: *namespace,
 	}
 	if cfg.target != targetPM && cfg.target != targetCentrifugo {
@@ -312,6 +316,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if cfg.conns < 1 || cfg.projects < 1 || cfg.writers < 0 {
 		return fail("-conns and -projects must be at least 1, -writers at least 0")
+	}
+	if cfg.slow < 0 || cfg.slow > cfg.conns || cfg.slowDelay < 0 {
+		return fail("-slow must be between 0 and -conns, -slow-delay not negative")
+	}
+	if cfg.slow > 0 && cfg.target != targetPM {
+		return fail("-slow needs -target pm")
 	}
 	if cfg.inflight > cfg.writers*cfg.projects {
 		return fail("-inflight %d: at most writers×projects = %d (one request per owned item at a time)", cfg.inflight, cfg.writers*cfg.projects)

@@ -66,6 +66,15 @@ func TestParseFlags(t *testing.T) {
 		cfg.target != targetPM || cfg.urls[0] != "ws://127.0.0.1:8080/ws" || cfg.hold != 0 || cfg.ready != "" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
+	// Slow subscribers: at most every subscriber, pm only.
+	if cfg, err := parse(map[string]string{"PM_JWT_SECRET": "s"}, "-conns", "10", "-slow", "3", "-slow-delay", "5ms"); err != nil || cfg.slow != 3 || cfg.slowDelay != 5*time.Millisecond {
+		t.Fatalf("-slow: %+v, %v", cfg, err)
+	}
+	for _, args := range [][]string{{"-conns", "2", "-slow", "3"}, {"-slow", "-1"}, {"-slow", "1", "-target", "centrifugo", "-secret", "c"}} {
+		if _, err := parse(map[string]string{"PM_JWT_SECRET": "s"}, args...); err != errUsage {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
 	// Centrifugo: its own default URL, and no fallback to pm's secret.
 	cfg, err = parse(map[string]string{"PM_LOADGEN_TARGET": "centrifugo", "PM_LOADGEN_SECRET": "c"})
 	if err != nil || cfg.target != targetCentrifugo || cfg.urls[0] != "ws://127.0.0.1:8000/connection/websocket" ||
