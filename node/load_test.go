@@ -3,8 +3,10 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -395,47 +397,96 @@ func TestFailedWriteIsCounted(t *testing.T) {
 	}
 }
 
-// BenchmarkLoad10k loads a project of 10,000 tasks through a real node and
-// connection, reading chunks until the complete one. Allocations count the
-// node's and the test client's (decoding every chunk).
-func BenchmarkLoad10k(b *testing.B) {
-	c := nodetest.Start(b, nodetest.Options{})
-	actor := pm.Actor{Tenant: "bench", User: uuid.New()}
-	conn := nodetest.Dial(b, c.Nodes[0].URL(), c.Token(actor.Tenant, actor.User))
-	resp, _ := conn.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_CreateWorkItemRequest{CreateWorkItemRequest: &pmv1.CreateWorkItemRequest{
-		ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "Bench",
-	}}})
-	project := resp.GetWorkItemCreated().GetWorkItem().GetId()
-	repotest.MustInsertItems(b, c.DatabaseURL, actor, uuid.MustParse(project), 10_000, func(i int, w *pm.WorkItem) {
-		w.Description = fmt.Sprintf("Task %d of the benchmark: a description of a typical length.", i)
-	})
-	r := &pmv1.GetWorkItemsRequest{ProjectId: project}
-	b.ReportAllocs()
-	var loads, chunks, wire int
-	for b.Loop() {
-		id := sendLoad(conn, r)
-		items := 0
-		for {
-			m := conn.Next(30 * time.Second)
-			if m.MessageId != id {
-				continue
+// BenchmarkLoad loads a project of n tasks through a real node and
+// connection, reading chunks until the complete one; with loaders=k, k
+// connections load it at once and an op ends when the last one has it all.
+// Allocations count the node's and the test clients' (decoding every chunk).
+// peak-heap-MB is the process's highest live heap during the loads, node and
+// clients together, sampled every 10 ms.
+func BenchmarkLoad(b *testing.B) {
+	for _, tc := range []struct{ items, loaders int }{{10_000, 1}, {100_000, 1}, {100_000, 100}} {
+		b.Run(fmt.Sprintf("items=%d/loaders=%d", tc.items, tc.loaders), func(b *testing.B) {
+			c := nodetest.Start(b, nodetest.Options{Configure: func(cfg *node.Config) { cfg.RequestTimeout = 5 * time.Minute }})
+			actor := pm.Actor{Tenant: "bench", User: uuid.New()}
+			admin := nodetest.Dial(b, c.Nodes[0].URL(), c.Token(actor.Tenant, actor.User))
+			resp, _ := admin.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_CreateWorkItemRequest{CreateWorkItemRequest: &pmv1.CreateWorkItemRequest{
+				ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "Bench",
+			}}})
+			project := resp.GetWorkItemCreated().GetWorkItem().GetId()
+			repotest.MustInsertItems(b, c.DatabaseURL, actor, uuid.MustParse(project), tc.items, func(i int, w *pm.WorkItem) {
+				w.Description = fmt.Sprintf("Task %d of the benchmark: a description of a typical length.", i)
+			})
+			conns := []*nodetest.Conn{admin}
+			for len(conns) < tc.loaders {
+				conns = append(conns, nodetest.Dial(b, c.Nodes[0].URL(), c.Token(actor.Tenant, actor.User)))
 			}
-			list := m.GetWorkItemsList()
-			if list == nil {
-				b.Fatalf("got %v", m)
+			r := &pmv1.GetWorkItemsRequest{ProjectId: project}
+			var chunks, wire atomic.Int64
+			load := func(conn *nodetest.Conn) error {
+				id := sendLoad(conn, r)
+				items := 0
+				for {
+					m := conn.Next(5 * time.Minute)
+					if m.MessageId != id {
+						continue
+					}
+					list := m.GetWorkItemsList()
+					if list == nil {
+						return fmt.Errorf("got %v", m)
+					}
+					items += len(list.WorkItems)
+					chunks.Add(1)
+					wire.Add(int64(proto.Size(m)))
+					if list.Complete {
+						break
+					}
+				}
+				if items != tc.items+1 {
+					return fmt.Errorf("loaded %d items", items)
+				}
+				return nil
 			}
-			items += len(list.WorkItems)
-			chunks++
-			wire += proto.Size(m)
-			if list.Complete {
-				break
+			peak := sampleHeap()
+			b.ReportAllocs()
+			loads := 0
+			for b.Loop() {
+				errs := make(chan error, len(conns))
+				for _, conn := range conns {
+					go func() { errs <- load(conn) }()
+				}
+				for range conns {
+					if err := <-errs; err != nil {
+						b.Fatal(err)
+					}
+				}
+				loads += len(conns)
 			}
-		}
-		if items != 10_001 {
-			b.Fatalf("loaded %d items", items)
-		}
-		loads++
+			b.ReportMetric(float64(chunks.Load())/float64(loads), "chunks/load")
+			b.ReportMetric(float64(wire.Load())/float64(loads), "wire-B/load")
+			b.ReportMetric(float64(peak())/(1<<20), "peak-heap-MB")
+		})
 	}
-	b.ReportMetric(float64(chunks)/float64(loads), "chunks/op")
-	b.ReportMetric(float64(wire)/float64(loads), "wire-B/op")
+}
+
+// sampleHeap samples the live heap every 10 ms until the returned function
+// is called, which stops it and returns the highest sample in bytes.
+func sampleHeap() func() uint64 {
+	stop, done := make(chan struct{}), make(chan uint64)
+	go func() {
+		var high uint64
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			high = max(high, m.HeapAlloc)
+			select {
+			case <-stop:
+				done <- high
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 { close(stop); return <-done }
 }

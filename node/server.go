@@ -78,7 +78,9 @@ type Config struct {
 	// PingInterval is how often the node pings an idle client; a client
 	// silent for two intervals is dropped. Default 25s.
 	PingInterval time.Duration
-	// WriteTimeout bounds writing one frame to a client. Default 10s.
+	// WriteTimeout bounds a write to a client (the frames queued when the
+	// flusher ran): each write has at least half of it, at most all of it
+	// (see extendWriteDeadline). Default 10s.
 	WriteTimeout time.Duration
 	// RatePerSecond and RateBurst limit requests per connection; beyond
 	// them requests get RATE_LIMITED. Defaults 50 and 100; negative: no limit.

@@ -279,3 +279,19 @@ func TestLoad(t *testing.T) {
 		t.Errorf("idle table:\n%s", stdout)
 	}
 }
+
+// A drain that runs out says so: what was still on its way shows as lost.
+func TestReportSaysWhenTheDrainRanOut(t *testing.T) {
+	var out strings.Builder
+	r := &report{Target: targetPM, Writers: 1, DurationSec: 1, DrainSec: 5, DrainEnded: true, Losses: 3}
+	r.writeTable(&out)
+	if !strings.Contains(out.String(), "NOT all caught up after the 5.00s drain") {
+		t.Errorf("table:\n%s", out.String())
+	}
+	out.Reset()
+	r.DrainEnded, r.DrainSec = false, 0.5
+	r.writeTable(&out)
+	if !strings.Contains(out.String(), "subscribers caught up in 0.50s") {
+		t.Errorf("table:\n%s", out.String())
+	}
+}

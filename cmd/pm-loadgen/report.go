@@ -23,9 +23,10 @@ type report struct {
 	Mix         *mix     `json:"mix,omitempty"`      // pm only
 	DurationSec float64  `json:"duration_s"`
 	WarmupSec   float64  `json:"warmup_s"`
-	DrainSec    float64  `json:"drain_s"`   // how long the subscribers took to catch up
-	ConnectSec  float64  `json:"connect_s"` // to open and subscribe every subscriber connection
-	HoldSec     float64  `json:"hold_s"`    // the subscribed connections held idle before the load
+	DrainSec    float64  `json:"drain_s"`               // how long the subscribers took to catch up
+	DrainEnded  bool     `json:"drain_ended,omitempty"` // the drain ran out with subscribers still behind
+	ConnectSec  float64  `json:"connect_s"`             // to open and subscribe every subscriber connection
+	HoldSec     float64  `json:"hold_s"`                // the subscribed connections held idle before the load
 
 	Writes             uint64  `json:"writes"` // successful writes sent in the measured window
 	WritesPerSec       float64 `json:"writes_per_s"`
@@ -61,6 +62,7 @@ func (lg *loadgen) baseReport(subscribersOf []int, drained time.Duration) *repor
 		Target: cfg.target, Tenant: lg.tenant, URLs: cfg.urls, Conns: cfg.conns, Projects: cfg.projects, Writers: cfg.writers,
 		Rate: cfg.rate, Inflight: cfg.inflight,
 		DurationSec: cfg.duration.Seconds(), WarmupSec: cfg.warmup.Seconds(), DrainSec: drained.Seconds(),
+		DrainEnded: cfg.writers > 0 && drained >= cfg.drain,
 		ConnectSec: lg.connectTook.Seconds(), HoldSec: cfg.hold.Seconds(),
 		Skipped: lg.skipped.Load(), Deliveries: lg.deliveries.Load(),
 		DeliveryLatency: lg.delivery.Summary(), RequestLatency: lg.request.Summary(),
@@ -149,7 +151,12 @@ func (r *report) writeTable(w io.Writer) {
 		_ = tw.Flush()
 		return
 	}
-	fmt.Fprintf(w, "measured %gs after %gs of warm-up; subscribers caught up in %.2fs\n\n", r.DurationSec, r.WarmupSec, r.DrainSec)
+	if r.DrainEnded {
+		fmt.Fprintf(w, "measured %gs after %gs of warm-up; subscribers NOT all caught up after the %.2fs drain:\n"+
+			"what was still on its way to them counts as lost below (a longer -drain tells)\n\n", r.DurationSec, r.WarmupSec, r.DrainSec)
+	} else {
+		fmt.Fprintf(w, "measured %gs after %gs of warm-up; subscribers caught up in %.2fs\n\n", r.DurationSec, r.WarmupSec, r.DrainSec)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "latency (ms)\tcount\tp50\tp90\tp99\tp99.9\tmax\t")
 	for _, row := range []struct {
