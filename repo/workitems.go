@@ -749,39 +749,13 @@ func (s *Store) StreamWorkItems(ctx context.Context, actor pm.Actor, q pm.WorkIt
 	}
 	handed := false // a page went to the caller: the read must not start over
 	// The snapshot's revision and the role ride in the BEGIN's round trip.
-	var (
-		snap  pm.Snapshot
-		found bool
-		role  string
-	)
-	lead := func(b *pgx.Batch) {
-		snap, found, role = pm.Snapshot{}, false, ""
-		b.Queue(`SELECT revision, now() FROM project_revisions WHERE tenant_id = $1 AND project_id = $2`,
-			actor.Tenant, q.ProjectID).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&snap.Revision, &snap.Time)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("read project revision: %w", err)
-			}
-			found = true
-			return nil
-		})
-		b.Queue(roleSQL, actor.Tenant, q.ProjectID, actor.User).QueryRow(func(row pgx.Row) error {
-			if err := row.Scan(&role); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("read role: %w", err)
-			}
-			return nil
-		})
-	}
+	var v projectView
+	lead := func(b *pgx.Batch) { v.queue(b, actor, q.ProjectID) }
 	read := func(tx pgx.Tx) error {
-		if !found {
-			return notFound("project_id", "project %s not found", q.ProjectID)
-		}
-		if err := checkRole(q.ProjectID, pm.Role(role), pm.RoleViewer); err != nil {
+		if err := v.check(q.ProjectID); err != nil {
 			return err
 		}
+		snap := v.snap
 		var items []pm.WorkItem
 		for query := first; ; query = next {
 			rows, err := tx.Query(ctx, query, args)
@@ -868,43 +842,59 @@ func (s *Store) GetWorkItem(ctx context.Context, actor pm.Actor, id uuid.UUID) (
 // ProjectRevision checks that the actor may view the project and returns its
 // current revision.
 func (s *Store) ProjectRevision(ctx context.Context, actor pm.Actor, project uuid.UUID) (revision int64, err error) {
-	var (
-		found bool
-		role  string
-	)
 	// One round trip: BEGIN, the tenant, both reads and the COMMIT.
+	var v projectView
 	lead := func(b *pgx.Batch) {
-		revision, found, role = 0, false, ""
-		b.Queue(`SELECT revision FROM project_revisions WHERE tenant_id = $1 AND project_id = $2`,
-			actor.Tenant, project).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&revision)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("read project revision: %w", err)
-			}
-			found = true
-			return nil
-		})
-		b.Queue(roleSQL, actor.Tenant, project, actor.User).QueryRow(func(row pgx.Row) error {
-			if err := row.Scan(&role); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("read role: %w", err)
-			}
-			return nil
-		})
+		v.queue(b, actor, project)
 		b.Queue(`COMMIT`)
 	}
 	err = s.runLed(ctx, "read revision of project "+project.String(), actor.Tenant, readOnly, lead, func(pgx.Tx) error {
-		if !found {
-			return notFound("project_id", "project %s not found", project)
-		}
-		return checkRole(project, pm.Role(role), pm.RoleViewer)
+		return v.check(project)
 	})
 	if err != nil {
 		return 0, err
 	}
-	return revision, nil
+	return v.snap.Revision, nil
+}
+
+// projectView is what a read of a project starts with: the project's
+// revision and the database's time (the snapshot), and the actor's role.
+type projectView struct {
+	snap  pm.Snapshot
+	found bool   // the project exists
+	role  string // "" for none
+}
+
+// queue queues the reads into b; their callbacks fill v.
+func (v *projectView) queue(b *pgx.Batch, actor pm.Actor, project uuid.UUID) {
+	*v = projectView{}
+	b.Queue(`SELECT revision, now() FROM project_revisions WHERE tenant_id = $1 AND project_id = $2`,
+		actor.Tenant, project).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&v.snap.Revision, &v.snap.Time)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read project revision: %w", err)
+		}
+		v.found = true
+		return nil
+	})
+	b.Queue(roleSQL, actor.Tenant, project, actor.User).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&v.role); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read role: %w", err)
+		}
+		return nil
+	})
+}
+
+// check fails with NOT_FOUND without the project, UNAUTHORIZED unless the
+// actor may view it.
+func (v *projectView) check(project uuid.UUID) error {
+	if !v.found {
+		return notFound("project_id", "project %s not found", project)
+	}
+	return checkRole(project, pm.Role(v.role), pm.RoleViewer)
 }
 
 // projectRevision reads a project's current revision; NOT_FOUND when there
