@@ -3,7 +3,9 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -401,8 +403,9 @@ func TestFailedWriteIsCounted(t *testing.T) {
 // connection, reading chunks until the complete one; with loaders=k, k
 // connections load it at once and an op ends when the last one has it all.
 // Allocations count the node's and the test clients' (decoding every chunk).
-// peak-heap-MB is the process's highest live heap during the loads, node and
-// clients together, sampled every 10 ms.
+// peak-heap-MB is the process's highest heap during the loads, node and
+// clients together, sampled every 10 ms; peak-RSS-MB the process's peak
+// resident set so far.
 func BenchmarkLoad(b *testing.B) {
 	for _, tc := range []struct{ items, loaders int }{{10_000, 1}, {100_000, 1}, {100_000, 100}} {
 		b.Run(fmt.Sprintf("items=%d/loaders=%d", tc.items, tc.loaders), func(b *testing.B) {
@@ -464,8 +467,27 @@ func BenchmarkLoad(b *testing.B) {
 			b.ReportMetric(float64(chunks.Load())/float64(loads), "chunks/load")
 			b.ReportMetric(float64(wire.Load())/float64(loads), "wire-B/load")
 			b.ReportMetric(float64(peak())/(1<<20), "peak-heap-MB")
+			if hwm, ok := peakRSS(); ok {
+				b.ReportMetric(float64(hwm)/(1<<20), "peak-RSS-MB")
+			}
 		})
 	}
+}
+
+// peakRSS returns the process's peak resident set (VmHWM, Linux only): an
+// upper bound for a sub-benchmark, since it counts the whole process's life.
+func peakRSS() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
 }
 
 // sampleHeap samples the live heap every 10 ms until the returned function
