@@ -119,6 +119,22 @@ func (f *raceFixture) race(t *testing.T, ops ...func()) {
 	wg.Wait()
 }
 
+// rounds runs round gated times with its ops raced by f.race (all in
+// flight before any can write), then free times released together.
+func (f *raceFixture) rounds(t *testing.T, gated, free int, round func(t *testing.T, run func(...func()))) {
+	t.Helper()
+	t.Run("gated", func(t *testing.T) {
+		for range gated {
+			round(t, func(ops ...func()) { f.race(t, ops...) })
+		}
+	})
+	t.Run("free", func(t *testing.T) {
+		for range free {
+			round(t, together)
+		}
+	})
+}
+
 // together runs ops at once, released by one start signal, and waits for them.
 func together(ops ...func()) {
 	start := make(chan struct{})
@@ -429,16 +445,7 @@ func TestDeleteRacesChildCreate(t *testing.T) {
 		)
 		check(t, delErr, createErr)
 	}
-	t.Run("gated", func(t *testing.T) {
-		for range 4 {
-			round(t, func(ops ...func()) { f.race(t, ops...) })
-		}
-	})
-	t.Run("free", func(t *testing.T) {
-		for range 20 {
-			round(t, together)
-		}
-	})
+	f.rounds(t, 4, 20, round)
 	f.noLiveOrphans(t)
 	f.noRetries(t)
 }
@@ -472,16 +479,7 @@ func TestReparentRacesParentDelete(t *testing.T) {
 			t.Errorf("both failed: delete %v; move %v", delErr, moveErr)
 		}
 	}
-	t.Run("gated", func(t *testing.T) {
-		for range 4 {
-			round(t, func(ops ...func()) { f.race(t, ops...) })
-		}
-	})
-	t.Run("free", func(t *testing.T) {
-		for range 20 {
-			round(t, together)
-		}
-	})
+	f.rounds(t, 4, 20, round)
 	f.noLiveOrphans(t)
 	f.noRetries(t)
 }
@@ -562,16 +560,7 @@ func TestMembershipChangeRacesMembersWrite(t *testing.T) {
 					t.Errorf("the write committed at revision %d, after the membership change at %d", w.Revision, entry.Revision)
 				}
 			}
-			t.Run("gated", func(t *testing.T) {
-				for range 4 {
-					round(t, func(ops ...func()) { f.race(t, ops...) })
-				}
-			})
-			t.Run("free", func(t *testing.T) {
-				for range 15 {
-					round(t, together)
-				}
-			})
+			f.rounds(t, 4, 15, round)
 		})
 	}
 	f.noRetries(t)
