@@ -80,10 +80,10 @@ func (b *batch) release() {
 	batches.Put(b)
 }
 
-// startFlushLocked starts the flusher unless it runs or the connection is
-// gone. c.mu is held.
+// startFlushLocked starts the flusher unless it runs, the connection is not
+// up yet (run starts it then) or gone. c.mu is held.
 func (c *session) startFlushLocked() {
-	if c.flushing || c.ended {
+	if c.flushing || c.ended || !c.live {
 		return
 	}
 	c.flushing = true

@@ -51,7 +51,7 @@ func newFlushServer(t testing.TB) *Server {
 }
 
 func newFlushSession(_ testing.TB, server net.Conn, srv *Server) *session {
-	return &session{srv: srv, nc: newLingerConn(server, nil), progress: make(chan struct{}, 1)}
+	return &session{srv: srv, nc: newLingerConn(server, nil), progress: make(chan struct{}, 1), live: true}
 }
 
 // wsPair opens a WebSocket connection on loopback whose client end is
@@ -165,5 +165,22 @@ func TestAppendHeader(t *testing.T) {
 		if got := appendHeader(nil, tc.n); !bytes.Equal(got, tc.want) {
 			t.Errorf("appendHeader(%d) = % x, want % x", tc.n, got, tc.want)
 		}
+	}
+}
+
+// A session closed before it runs (the node shuts down between the upgrade
+// and the connection's first read) writes nothing until it does: no
+// flusher starts on a connection that is not up yet.
+func TestCloseBeforeRunStartsNoFlusher(t *testing.T) {
+	c, _ := flushPair(t)
+	c.live = false // as newSession leaves it, until run
+	c.close(CloseGoingAway, "node shutting down")
+	c.Deliver([]byte("an event"))
+	c.mu.Lock()
+	flushing := c.flushing
+	c.mu.Unlock()
+	c.wg.Wait()
+	if flushing {
+		t.Fatal("a flusher started before the connection ran")
 	}
 }

@@ -56,6 +56,7 @@ type session struct {
 	expiry *time.Timer // closes the connection when its token expires
 
 	mu          sync.Mutex
+	live        bool // run has the connection: the worker and the flusher may start
 	working     bool // the worker runs
 	flushing    bool // the flusher runs
 	queue       [][]byte
@@ -101,17 +102,22 @@ func (s *Server) newSession(id Identity) *session {
 
 // run serves the connection until it closes.
 func (c *session) run(conn *gws.Conn) {
-	c.conn = conn
 	log := c.srv.log.With("conn", c.id, "tenant", c.actor.Tenant, "user", c.actor.User)
 	c.srv.metrics.connections.Inc()
 	defer c.srv.metrics.connections.Dec()
 	log.Info("connected", "remote", conn.RemoteAddr().String())
 
+	// The session is tracked (Shutdown may close it) before it runs: what
+	// was queued or closed meanwhile goes out now.
 	c.mu.Lock()
+	c.conn, c.live = conn, true
 	c.pinger = time.AfterFunc(c.srv.cfg.PingInterval, c.ping)
 	c.expiry = time.AfterFunc(max(c.expires.Sub(c.srv.cfg.Now()), 0), func() {
 		c.close(CloseTokenExpired, "token expired")
 	})
+	if c.closing || len(c.queue) > 0 {
+		c.startFlushLocked()
+	}
 	c.mu.Unlock()
 	c.kickWorker() // records the profile before any request
 	_ = conn.SetReadDeadline(c.srv.cfg.Now().Add(2 * c.srv.cfg.PingInterval))
@@ -272,11 +278,12 @@ func (c *session) refreshDeadline() {
 	_ = c.conn.SetReadDeadline(c.srv.cfg.Now().Add(2 * c.srv.cfg.PingInterval))
 }
 
-// kickWorker starts the worker unless it runs or the connection is gone.
+// kickWorker starts the worker unless it runs, the connection is not up
+// yet (run starts it) or gone.
 func (c *session) kickWorker() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.working || c.ended {
+	if c.working || c.ended || !c.live {
 		return
 	}
 	c.working = true
