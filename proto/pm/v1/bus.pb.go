@@ -33,6 +33,14 @@ type BusEvent struct {
 	// The subscriber id of the connection that made the change; that
 	// connection already has its response and is skipped.
 	Origin string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	// W3C trace context of the write that made the event, so its deliveries
+	// on every node belong to the write's trace; empty when not traced.
+	Traceparent string `protobuf:"bytes,3,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate  string `protobuf:"bytes,4,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
+	// Unix nanoseconds at which the change committed (the publishing node's
+	// clock): deliveries record the event's age in
+	// pm_event_delivery_age_seconds.
+	CommittedAtUnixNano int64 `protobuf:"varint,5,opt,name=committed_at_unix_nano,json=committedAtUnixNano,proto3" json:"committed_at_unix_nano,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*BusEvent_Frame
@@ -86,6 +94,27 @@ func (x *BusEvent) GetOrigin() string {
 	return ""
 }
 
+func (x *BusEvent) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *BusEvent) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
+}
+
+func (x *BusEvent) GetCommittedAtUnixNano() int64 {
+	if x != nil {
+		return x.CommittedAtUnixNano
+	}
+	return 0
+}
+
 func (x *BusEvent) GetKind() isBusEvent_Kind {
 	if x != nil {
 		return x.Kind
@@ -135,10 +164,15 @@ var File_pm_v1_bus_proto protoreflect.FileDescriptor
 
 const file_pm_v1_bus_proto_rawDesc = "" +
 	"\n" +
-	"\x0fpm/v1/bus.proto\x12\x05pm.v1\"\x88\x01\n" +
+	"\x0fpm/v1/bus.proto\x12\x05pm.v1\"\xff\x01\n" +
 	"\bBusEvent\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x16\n" +
-	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12 \n" +
+	"\vtraceparent\x18\x03 \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\x04 \x01(\tR\n" +
+	"tracestate\x123\n" +
+	"\x16committed_at_unix_nano\x18\x05 \x01(\x03R\x13committedAtUnixNano\x12\x16\n" +
 	"\x05frame\x18\n" +
 	" \x01(\fH\x00R\x05frame\x12(\n" +
 	"\x0fremoved_user_id\x18\v \x01(\tH\x00R\rremovedUserIdB\x06\n" +

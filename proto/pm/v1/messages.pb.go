@@ -322,6 +322,11 @@ type WebSocketMessage struct {
 	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	// Unix milliseconds at which the sender made the message.
 	Timestamp int64 `protobuf:"varint,2,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// W3C trace context (https://www.w3.org/TR/trace-context/) of the
+	// operation the message belongs to, optional: a request's work and the
+	// events it causes on every node join the client's trace.
+	Traceparent string `protobuf:"bytes,3,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate  string `protobuf:"bytes,4,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
 	// Types that are valid to be assigned to Payload:
 	//
 	//	*WebSocketMessage_Subscribe
@@ -339,6 +344,7 @@ type WebSocketMessage struct {
 	//	*WebSocketMessage_ListProjectMembersRequest
 	//	*WebSocketMessage_GetActivityRequest
 	//	*WebSocketMessage_ListProjectsRequest
+	//	*WebSocketMessage_RefreshTokenRequest
 	//	*WebSocketMessage_WorkItemCreated
 	//	*WebSocketMessage_WorkItemUpdated
 	//	*WebSocketMessage_WorkItemDeleted
@@ -347,6 +353,7 @@ type WebSocketMessage struct {
 	//	*WebSocketMessage_ActivityList
 	//	*WebSocketMessage_ProjectMemberChanged
 	//	*WebSocketMessage_ProjectsList
+	//	*WebSocketMessage_TokenRefreshed
 	//	*WebSocketMessage_Error
 	Payload       isWebSocketMessage_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
@@ -395,6 +402,20 @@ func (x *WebSocketMessage) GetTimestamp() int64 {
 		return x.Timestamp
 	}
 	return 0
+}
+
+func (x *WebSocketMessage) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *WebSocketMessage) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
 }
 
 func (x *WebSocketMessage) GetPayload() isWebSocketMessage_Payload {
@@ -539,6 +560,15 @@ func (x *WebSocketMessage) GetListProjectsRequest() *ListProjectsRequest {
 	return nil
 }
 
+func (x *WebSocketMessage) GetRefreshTokenRequest() *RefreshTokenRequest {
+	if x != nil {
+		if x, ok := x.Payload.(*WebSocketMessage_RefreshTokenRequest); ok {
+			return x.RefreshTokenRequest
+		}
+	}
+	return nil
+}
+
 func (x *WebSocketMessage) GetWorkItemCreated() *WorkItemCreated {
 	if x != nil {
 		if x, ok := x.Payload.(*WebSocketMessage_WorkItemCreated); ok {
@@ -606,6 +636,15 @@ func (x *WebSocketMessage) GetProjectsList() *ProjectsList {
 	if x != nil {
 		if x, ok := x.Payload.(*WebSocketMessage_ProjectsList); ok {
 			return x.ProjectsList
+		}
+	}
+	return nil
+}
+
+func (x *WebSocketMessage) GetTokenRefreshed() *TokenRefreshed {
+	if x != nil {
+		if x, ok := x.Payload.(*WebSocketMessage_TokenRefreshed); ok {
+			return x.TokenRefreshed
 		}
 	}
 	return nil
@@ -684,6 +723,10 @@ type WebSocketMessage_ListProjectsRequest struct {
 	ListProjectsRequest *ListProjectsRequest `protobuf:"bytes,38,opt,name=list_projects_request,json=listProjectsRequest,proto3,oneof"`
 }
 
+type WebSocketMessage_RefreshTokenRequest struct {
+	RefreshTokenRequest *RefreshTokenRequest `protobuf:"bytes,39,opt,name=refresh_token_request,json=refreshTokenRequest,proto3,oneof"`
+}
+
 type WebSocketMessage_WorkItemCreated struct {
 	WorkItemCreated *WorkItemCreated `protobuf:"bytes,40,opt,name=work_item_created,json=workItemCreated,proto3,oneof"`
 }
@@ -714,6 +757,10 @@ type WebSocketMessage_ProjectMemberChanged struct {
 
 type WebSocketMessage_ProjectsList struct {
 	ProjectsList *ProjectsList `protobuf:"bytes,47,opt,name=projects_list,json=projectsList,proto3,oneof"`
+}
+
+type WebSocketMessage_TokenRefreshed struct {
+	TokenRefreshed *TokenRefreshed `protobuf:"bytes,48,opt,name=token_refreshed,json=tokenRefreshed,proto3,oneof"`
 }
 
 type WebSocketMessage_Error struct {
@@ -750,6 +797,8 @@ func (*WebSocketMessage_GetActivityRequest) isWebSocketMessage_Payload() {}
 
 func (*WebSocketMessage_ListProjectsRequest) isWebSocketMessage_Payload() {}
 
+func (*WebSocketMessage_RefreshTokenRequest) isWebSocketMessage_Payload() {}
+
 func (*WebSocketMessage_WorkItemCreated) isWebSocketMessage_Payload() {}
 
 func (*WebSocketMessage_WorkItemUpdated) isWebSocketMessage_Payload() {}
@@ -765,6 +814,8 @@ func (*WebSocketMessage_ActivityList) isWebSocketMessage_Payload() {}
 func (*WebSocketMessage_ProjectMemberChanged) isWebSocketMessage_Payload() {}
 
 func (*WebSocketMessage_ProjectsList) isWebSocketMessage_Payload() {}
+
+func (*WebSocketMessage_TokenRefreshed) isWebSocketMessage_Payload() {}
 
 func (*WebSocketMessage_Error) isWebSocketMessage_Payload() {}
 
@@ -2366,6 +2417,101 @@ func (*ListProjectsRequest) Descriptor() ([]byte, []int) {
 	return file_pm_v1_messages_proto_rawDescGZIP(), []int{23}
 }
 
+// RefreshTokenRequest replaces the connection's token before it expires,
+// so the connection outlives its first token. The new token must name the
+// same user (sub) and tenant (tenant_id), else UNAUTHORIZED and the
+// connection keeps its old token and expiry. Answered by TokenRefreshed.
+type RefreshTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshTokenRequest) Reset() {
+	*x = RefreshTokenRequest{}
+	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshTokenRequest) ProtoMessage() {}
+
+func (x *RefreshTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshTokenRequest.ProtoReflect.Descriptor instead.
+func (*RefreshTokenRequest) Descriptor() ([]byte, []int) {
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RefreshTokenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// TokenRefreshed says the connection now runs on the new token.
+type TokenRefreshed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unix milliseconds at which the new token expires and the connection
+	// closes with 4500, unless refreshed again; 0 if the token has no expiry.
+	ExpiresAt     int64 `protobuf:"varint,1,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRefreshed) Reset() {
+	*x = TokenRefreshed{}
+	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRefreshed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRefreshed) ProtoMessage() {}
+
+func (x *TokenRefreshed) ProtoReflect() protoreflect.Message {
+	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRefreshed.ProtoReflect.Descriptor instead.
+func (*TokenRefreshed) Descriptor() ([]byte, []int) {
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TokenRefreshed) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
 // ProjectsList is the caller's projects (deleted ones left out), ordered by
 // title then id.
 type ProjectsList struct {
@@ -2377,7 +2523,7 @@ type ProjectsList struct {
 
 func (x *ProjectsList) Reset() {
 	*x = ProjectsList{}
-	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	mi := &file_pm_v1_messages_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2535,7 @@ func (x *ProjectsList) String() string {
 func (*ProjectsList) ProtoMessage() {}
 
 func (x *ProjectsList) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[24]
+	mi := &file_pm_v1_messages_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2548,7 @@ func (x *ProjectsList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectsList.ProtoReflect.Descriptor instead.
 func (*ProjectsList) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{24}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ProjectsList) GetProjects() []*ProjectSummary {
@@ -2430,7 +2576,7 @@ type ProjectSummary struct {
 
 func (x *ProjectSummary) Reset() {
 	*x = ProjectSummary{}
-	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	mi := &file_pm_v1_messages_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2442,7 +2588,7 @@ func (x *ProjectSummary) String() string {
 func (*ProjectSummary) ProtoMessage() {}
 
 func (x *ProjectSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[25]
+	mi := &file_pm_v1_messages_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2455,7 +2601,7 @@ func (x *ProjectSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectSummary.ProtoReflect.Descriptor instead.
 func (*ProjectSummary) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{25}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ProjectSummary) GetProject() *WorkItem {
@@ -2497,7 +2643,7 @@ type StatusCount struct {
 
 func (x *StatusCount) Reset() {
 	*x = StatusCount{}
-	mi := &file_pm_v1_messages_proto_msgTypes[26]
+	mi := &file_pm_v1_messages_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2655,7 @@ func (x *StatusCount) String() string {
 func (*StatusCount) ProtoMessage() {}
 
 func (x *StatusCount) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[26]
+	mi := &file_pm_v1_messages_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2668,7 @@ func (x *StatusCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusCount.ProtoReflect.Descriptor instead.
 func (*StatusCount) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{26}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatusCount) GetStatus() WorkItemStatus {
@@ -2555,7 +2701,7 @@ type GetActivityRequest struct {
 
 func (x *GetActivityRequest) Reset() {
 	*x = GetActivityRequest{}
-	mi := &file_pm_v1_messages_proto_msgTypes[27]
+	mi := &file_pm_v1_messages_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2713,7 @@ func (x *GetActivityRequest) String() string {
 func (*GetActivityRequest) ProtoMessage() {}
 
 func (x *GetActivityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[27]
+	mi := &file_pm_v1_messages_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2726,7 @@ func (x *GetActivityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetActivityRequest.ProtoReflect.Descriptor instead.
 func (*GetActivityRequest) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{27}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetActivityRequest) GetProjectId() string {
@@ -2631,7 +2777,7 @@ type ActivityEntry struct {
 
 func (x *ActivityEntry) Reset() {
 	*x = ActivityEntry{}
-	mi := &file_pm_v1_messages_proto_msgTypes[28]
+	mi := &file_pm_v1_messages_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2789,7 @@ func (x *ActivityEntry) String() string {
 func (*ActivityEntry) ProtoMessage() {}
 
 func (x *ActivityEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[28]
+	mi := &file_pm_v1_messages_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2802,7 @@ func (x *ActivityEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivityEntry.ProtoReflect.Descriptor instead.
 func (*ActivityEntry) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{28}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ActivityEntry) GetId() int64 {
@@ -2734,7 +2880,7 @@ type ActivityList struct {
 
 func (x *ActivityList) Reset() {
 	*x = ActivityList{}
-	mi := &file_pm_v1_messages_proto_msgTypes[29]
+	mi := &file_pm_v1_messages_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2746,7 +2892,7 @@ func (x *ActivityList) String() string {
 func (*ActivityList) ProtoMessage() {}
 
 func (x *ActivityList) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[29]
+	mi := &file_pm_v1_messages_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2759,7 +2905,7 @@ func (x *ActivityList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivityList.ProtoReflect.Descriptor instead.
 func (*ActivityList) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{29}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ActivityList) GetEntries() []*ActivityEntry {
@@ -2795,7 +2941,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_pm_v1_messages_proto_msgTypes[30]
+	mi := &file_pm_v1_messages_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +2953,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_pm_v1_messages_proto_msgTypes[30]
+	mi := &file_pm_v1_messages_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +2966,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_pm_v1_messages_proto_rawDescGZIP(), []int{30}
+	return file_pm_v1_messages_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Error) GetCode() string {
@@ -2862,11 +3008,15 @@ var File_pm_v1_messages_proto protoreflect.FileDescriptor
 
 const file_pm_v1_messages_proto_rawDesc = "" +
 	"\n" +
-	"\x14pm/v1/messages.proto\x12\x05pm.v1\"\xd4\x0e\n" +
+	"\x14pm/v1/messages.proto\x12\x05pm.v1\"\xaa\x10\n" +
 	"\x10WebSocketMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1c\n" +
-	"\ttimestamp\x18\x02 \x01(\x03R\ttimestamp\x120\n" +
+	"\ttimestamp\x18\x02 \x01(\x03R\ttimestamp\x12 \n" +
+	"\vtraceparent\x18\x03 \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\x04 \x01(\tR\n" +
+	"tracestate\x120\n" +
 	"\tsubscribe\x18\n" +
 	" \x01(\v2\x10.pm.v1.SubscribeH\x00R\tsubscribe\x126\n" +
 	"\vunsubscribe\x18\v \x01(\v2\x12.pm.v1.UnsubscribeH\x00R\vunsubscribe\x12:\n" +
@@ -2882,7 +3032,8 @@ const file_pm_v1_messages_proto_rawDesc = "" +
 	"\x1dremove_project_member_request\x18# \x01(\v2!.pm.v1.RemoveProjectMemberRequestH\x00R\x1aremoveProjectMemberRequest\x12c\n" +
 	"\x1clist_project_members_request\x18$ \x01(\v2 .pm.v1.ListProjectMembersRequestH\x00R\x19listProjectMembersRequest\x12M\n" +
 	"\x14get_activity_request\x18% \x01(\v2\x19.pm.v1.GetActivityRequestH\x00R\x12getActivityRequest\x12P\n" +
-	"\x15list_projects_request\x18& \x01(\v2\x1a.pm.v1.ListProjectsRequestH\x00R\x13listProjectsRequest\x12D\n" +
+	"\x15list_projects_request\x18& \x01(\v2\x1a.pm.v1.ListProjectsRequestH\x00R\x13listProjectsRequest\x12P\n" +
+	"\x15refresh_token_request\x18' \x01(\v2\x1a.pm.v1.RefreshTokenRequestH\x00R\x13refreshTokenRequest\x12D\n" +
 	"\x11work_item_created\x18( \x01(\v2\x16.pm.v1.WorkItemCreatedH\x00R\x0fworkItemCreated\x12D\n" +
 	"\x11work_item_updated\x18) \x01(\v2\x16.pm.v1.WorkItemUpdatedH\x00R\x0fworkItemUpdated\x12D\n" +
 	"\x11work_item_deleted\x18* \x01(\v2\x16.pm.v1.WorkItemDeletedH\x00R\x0fworkItemDeleted\x12>\n" +
@@ -2890,7 +3041,8 @@ const file_pm_v1_messages_proto_rawDesc = "" +
 	"\x14project_members_list\x18, \x01(\v2\x19.pm.v1.ProjectMembersListH\x00R\x12projectMembersList\x12:\n" +
 	"\ractivity_list\x18- \x01(\v2\x13.pm.v1.ActivityListH\x00R\factivityList\x12S\n" +
 	"\x16project_member_changed\x18. \x01(\v2\x1b.pm.v1.ProjectMemberChangedH\x00R\x14projectMemberChanged\x12:\n" +
-	"\rprojects_list\x18/ \x01(\v2\x13.pm.v1.ProjectsListH\x00R\fprojectsList\x12$\n" +
+	"\rprojects_list\x18/ \x01(\v2\x13.pm.v1.ProjectsListH\x00R\fprojectsList\x12@\n" +
+	"\x0ftoken_refreshed\x180 \x01(\v2\x15.pm.v1.TokenRefreshedH\x00R\x0etokenRefreshed\x12$\n" +
 	"\x05error\x182 \x01(\v2\f.pm.v1.ErrorH\x00R\x05errorB\t\n" +
 	"\apayload\"\xeb\x04\n" +
 	"\bWorkItem\x12\x0e\n" +
@@ -3049,7 +3201,12 @@ const file_pm_v1_messages_proto_rawDesc = "" +
 	"\x14ProjectMemberChanged\x12,\n" +
 	"\x06member\x18\x01 \x01(\v2\x14.pm.v1.ProjectMemberR\x06member\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\"\x15\n" +
-	"\x13ListProjectsRequest\"A\n" +
+	"\x13ListProjectsRequest\"+\n" +
+	"\x13RefreshTokenRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"/\n" +
+	"\x0eTokenRefreshed\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x01 \x01(\x03R\texpiresAt\"A\n" +
 	"\fProjectsList\x121\n" +
 	"\bprojects\x18\x01 \x03(\v2\x15.pm.v1.ProjectSummaryR\bprojects\"\xab\x01\n" +
 	"\x0eProjectSummary\x12)\n" +
@@ -3136,7 +3293,7 @@ func file_pm_v1_messages_proto_rawDescGZIP() []byte {
 }
 
 var file_pm_v1_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_pm_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_pm_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_pm_v1_messages_proto_goTypes = []any{
 	(WorkItemType)(0),                  // 0: pm.v1.WorkItemType
 	(WorkItemStatus)(0),                // 1: pm.v1.WorkItemStatus
@@ -3167,14 +3324,16 @@ var file_pm_v1_messages_proto_goTypes = []any{
 	(*ProjectMembersList)(nil),         // 26: pm.v1.ProjectMembersList
 	(*ProjectMemberChanged)(nil),       // 27: pm.v1.ProjectMemberChanged
 	(*ListProjectsRequest)(nil),        // 28: pm.v1.ListProjectsRequest
-	(*ProjectsList)(nil),               // 29: pm.v1.ProjectsList
-	(*ProjectSummary)(nil),             // 30: pm.v1.ProjectSummary
-	(*StatusCount)(nil),                // 31: pm.v1.StatusCount
-	(*GetActivityRequest)(nil),         // 32: pm.v1.GetActivityRequest
-	(*ActivityEntry)(nil),              // 33: pm.v1.ActivityEntry
-	(*ActivityList)(nil),               // 34: pm.v1.ActivityList
-	(*Error)(nil),                      // 35: pm.v1.Error
-	nil,                                // 36: pm.v1.SubscribeAck.RevisionsEntry
+	(*RefreshTokenRequest)(nil),        // 29: pm.v1.RefreshTokenRequest
+	(*TokenRefreshed)(nil),             // 30: pm.v1.TokenRefreshed
+	(*ProjectsList)(nil),               // 31: pm.v1.ProjectsList
+	(*ProjectSummary)(nil),             // 32: pm.v1.ProjectSummary
+	(*StatusCount)(nil),                // 33: pm.v1.StatusCount
+	(*GetActivityRequest)(nil),         // 34: pm.v1.GetActivityRequest
+	(*ActivityEntry)(nil),              // 35: pm.v1.ActivityEntry
+	(*ActivityList)(nil),               // 36: pm.v1.ActivityList
+	(*Error)(nil),                      // 37: pm.v1.Error
+	nil,                                // 38: pm.v1.SubscribeAck.RevisionsEntry
 }
 var file_pm_v1_messages_proto_depIdxs = []int32{
 	8,  // 0: pm.v1.WebSocketMessage.subscribe:type_name -> pm.v1.Subscribe
@@ -3190,49 +3349,51 @@ var file_pm_v1_messages_proto_depIdxs = []int32{
 	22, // 10: pm.v1.WebSocketMessage.add_project_member_request:type_name -> pm.v1.AddProjectMemberRequest
 	23, // 11: pm.v1.WebSocketMessage.remove_project_member_request:type_name -> pm.v1.RemoveProjectMemberRequest
 	24, // 12: pm.v1.WebSocketMessage.list_project_members_request:type_name -> pm.v1.ListProjectMembersRequest
-	32, // 13: pm.v1.WebSocketMessage.get_activity_request:type_name -> pm.v1.GetActivityRequest
+	34, // 13: pm.v1.WebSocketMessage.get_activity_request:type_name -> pm.v1.GetActivityRequest
 	28, // 14: pm.v1.WebSocketMessage.list_projects_request:type_name -> pm.v1.ListProjectsRequest
-	19, // 15: pm.v1.WebSocketMessage.work_item_created:type_name -> pm.v1.WorkItemCreated
-	20, // 16: pm.v1.WebSocketMessage.work_item_updated:type_name -> pm.v1.WorkItemUpdated
-	21, // 17: pm.v1.WebSocketMessage.work_item_deleted:type_name -> pm.v1.WorkItemDeleted
-	18, // 18: pm.v1.WebSocketMessage.work_items_list:type_name -> pm.v1.WorkItemsList
-	26, // 19: pm.v1.WebSocketMessage.project_members_list:type_name -> pm.v1.ProjectMembersList
-	34, // 20: pm.v1.WebSocketMessage.activity_list:type_name -> pm.v1.ActivityList
-	27, // 21: pm.v1.WebSocketMessage.project_member_changed:type_name -> pm.v1.ProjectMemberChanged
-	29, // 22: pm.v1.WebSocketMessage.projects_list:type_name -> pm.v1.ProjectsList
-	35, // 23: pm.v1.WebSocketMessage.error:type_name -> pm.v1.Error
-	0,  // 24: pm.v1.WorkItem.item_type:type_name -> pm.v1.WorkItemType
-	1,  // 25: pm.v1.WorkItem.status:type_name -> pm.v1.WorkItemStatus
-	2,  // 26: pm.v1.WorkItem.priority:type_name -> pm.v1.WorkItemPriority
-	36, // 27: pm.v1.SubscribeAck.revisions:type_name -> pm.v1.SubscribeAck.RevisionsEntry
-	0,  // 28: pm.v1.CreateWorkItemRequest.item_type:type_name -> pm.v1.WorkItemType
-	1,  // 29: pm.v1.CreateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
-	2,  // 30: pm.v1.CreateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
-	1,  // 31: pm.v1.UpdateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
-	2,  // 32: pm.v1.UpdateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
-	6,  // 33: pm.v1.WorkItemsList.work_items:type_name -> pm.v1.WorkItem
-	6,  // 34: pm.v1.WorkItemCreated.work_item:type_name -> pm.v1.WorkItem
-	6,  // 35: pm.v1.WorkItemUpdated.work_item:type_name -> pm.v1.WorkItem
-	7,  // 36: pm.v1.WorkItemUpdated.changes:type_name -> pm.v1.FieldChange
-	6,  // 37: pm.v1.WorkItemDeleted.work_item:type_name -> pm.v1.WorkItem
-	3,  // 38: pm.v1.AddProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
-	3,  // 39: pm.v1.RemoveProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
-	3,  // 40: pm.v1.ProjectMember.role:type_name -> pm.v1.ProjectRole
-	25, // 41: pm.v1.ProjectMembersList.members:type_name -> pm.v1.ProjectMember
-	25, // 42: pm.v1.ProjectMemberChanged.member:type_name -> pm.v1.ProjectMember
-	30, // 43: pm.v1.ProjectsList.projects:type_name -> pm.v1.ProjectSummary
-	6,  // 44: pm.v1.ProjectSummary.project:type_name -> pm.v1.WorkItem
-	3,  // 45: pm.v1.ProjectSummary.role:type_name -> pm.v1.ProjectRole
-	31, // 46: pm.v1.ProjectSummary.counts:type_name -> pm.v1.StatusCount
-	1,  // 47: pm.v1.StatusCount.status:type_name -> pm.v1.WorkItemStatus
-	4,  // 48: pm.v1.ActivityEntry.action:type_name -> pm.v1.ActivityAction
-	7,  // 49: pm.v1.ActivityEntry.changes:type_name -> pm.v1.FieldChange
-	33, // 50: pm.v1.ActivityList.entries:type_name -> pm.v1.ActivityEntry
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	29, // 15: pm.v1.WebSocketMessage.refresh_token_request:type_name -> pm.v1.RefreshTokenRequest
+	19, // 16: pm.v1.WebSocketMessage.work_item_created:type_name -> pm.v1.WorkItemCreated
+	20, // 17: pm.v1.WebSocketMessage.work_item_updated:type_name -> pm.v1.WorkItemUpdated
+	21, // 18: pm.v1.WebSocketMessage.work_item_deleted:type_name -> pm.v1.WorkItemDeleted
+	18, // 19: pm.v1.WebSocketMessage.work_items_list:type_name -> pm.v1.WorkItemsList
+	26, // 20: pm.v1.WebSocketMessage.project_members_list:type_name -> pm.v1.ProjectMembersList
+	36, // 21: pm.v1.WebSocketMessage.activity_list:type_name -> pm.v1.ActivityList
+	27, // 22: pm.v1.WebSocketMessage.project_member_changed:type_name -> pm.v1.ProjectMemberChanged
+	31, // 23: pm.v1.WebSocketMessage.projects_list:type_name -> pm.v1.ProjectsList
+	30, // 24: pm.v1.WebSocketMessage.token_refreshed:type_name -> pm.v1.TokenRefreshed
+	37, // 25: pm.v1.WebSocketMessage.error:type_name -> pm.v1.Error
+	0,  // 26: pm.v1.WorkItem.item_type:type_name -> pm.v1.WorkItemType
+	1,  // 27: pm.v1.WorkItem.status:type_name -> pm.v1.WorkItemStatus
+	2,  // 28: pm.v1.WorkItem.priority:type_name -> pm.v1.WorkItemPriority
+	38, // 29: pm.v1.SubscribeAck.revisions:type_name -> pm.v1.SubscribeAck.RevisionsEntry
+	0,  // 30: pm.v1.CreateWorkItemRequest.item_type:type_name -> pm.v1.WorkItemType
+	1,  // 31: pm.v1.CreateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
+	2,  // 32: pm.v1.CreateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
+	1,  // 33: pm.v1.UpdateWorkItemRequest.status:type_name -> pm.v1.WorkItemStatus
+	2,  // 34: pm.v1.UpdateWorkItemRequest.priority:type_name -> pm.v1.WorkItemPriority
+	6,  // 35: pm.v1.WorkItemsList.work_items:type_name -> pm.v1.WorkItem
+	6,  // 36: pm.v1.WorkItemCreated.work_item:type_name -> pm.v1.WorkItem
+	6,  // 37: pm.v1.WorkItemUpdated.work_item:type_name -> pm.v1.WorkItem
+	7,  // 38: pm.v1.WorkItemUpdated.changes:type_name -> pm.v1.FieldChange
+	6,  // 39: pm.v1.WorkItemDeleted.work_item:type_name -> pm.v1.WorkItem
+	3,  // 40: pm.v1.AddProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
+	3,  // 41: pm.v1.RemoveProjectMemberRequest.role:type_name -> pm.v1.ProjectRole
+	3,  // 42: pm.v1.ProjectMember.role:type_name -> pm.v1.ProjectRole
+	25, // 43: pm.v1.ProjectMembersList.members:type_name -> pm.v1.ProjectMember
+	25, // 44: pm.v1.ProjectMemberChanged.member:type_name -> pm.v1.ProjectMember
+	32, // 45: pm.v1.ProjectsList.projects:type_name -> pm.v1.ProjectSummary
+	6,  // 46: pm.v1.ProjectSummary.project:type_name -> pm.v1.WorkItem
+	3,  // 47: pm.v1.ProjectSummary.role:type_name -> pm.v1.ProjectRole
+	33, // 48: pm.v1.ProjectSummary.counts:type_name -> pm.v1.StatusCount
+	1,  // 49: pm.v1.StatusCount.status:type_name -> pm.v1.WorkItemStatus
+	4,  // 50: pm.v1.ActivityEntry.action:type_name -> pm.v1.ActivityAction
+	7,  // 51: pm.v1.ActivityEntry.changes:type_name -> pm.v1.FieldChange
+	35, // 52: pm.v1.ActivityList.entries:type_name -> pm.v1.ActivityEntry
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_pm_v1_messages_proto_init() }
@@ -3256,6 +3417,7 @@ func file_pm_v1_messages_proto_init() {
 		(*WebSocketMessage_ListProjectMembersRequest)(nil),
 		(*WebSocketMessage_GetActivityRequest)(nil),
 		(*WebSocketMessage_ListProjectsRequest)(nil),
+		(*WebSocketMessage_RefreshTokenRequest)(nil),
 		(*WebSocketMessage_WorkItemCreated)(nil),
 		(*WebSocketMessage_WorkItemUpdated)(nil),
 		(*WebSocketMessage_WorkItemDeleted)(nil),
@@ -3264,6 +3426,7 @@ func file_pm_v1_messages_proto_init() {
 		(*WebSocketMessage_ActivityList)(nil),
 		(*WebSocketMessage_ProjectMemberChanged)(nil),
 		(*WebSocketMessage_ProjectsList)(nil),
+		(*WebSocketMessage_TokenRefreshed)(nil),
 		(*WebSocketMessage_Error)(nil),
 	}
 	file_pm_v1_messages_proto_msgTypes[1].OneofWrappers = []any{}
@@ -3275,7 +3438,7 @@ func file_pm_v1_messages_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pm_v1_messages_proto_rawDesc), len(file_pm_v1_messages_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
