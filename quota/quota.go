@@ -79,10 +79,10 @@ type Limiter struct {
 	m         *metrics
 	rate      *redis_rate.Limiter
 
-	// sync serialises a full rewrite of this node's hash (resync) against
+	// resyncMu serialises a full rewrite of this node's hash (resync) against
 	// the increments and decrements (which share it): a rewrite from a
 	// snapshot must not cross an increment of the same count.
-	sync sync.RWMutex
+	resyncMu sync.RWMutex
 
 	mu     sync.Mutex
 	counts map[string]int // tenant → this node's connections: the truth the hash mirrors
@@ -192,8 +192,8 @@ return 1`)
 // and reaches Redis with the next heartbeat that gets through; the caller
 // lets it in. Either way, a connection let in is released once.
 func (l *Limiter) AcquireConnection(ctx context.Context, tenant string, max int) (ok bool, err error) {
-	l.sync.RLock()
-	defer l.sync.RUnlock()
+	l.resyncMu.RLock()
+	defer l.resyncMu.RUnlock()
 	if err := l.reachable(); err != nil {
 		l.count(tenant, 1, true)
 		return true, err
@@ -216,8 +216,8 @@ func (l *Limiter) AcquireConnection(ctx context.Context, tenant string, max int)
 
 // ReleaseConnection un-counts a connection AcquireConnection let in.
 func (l *Limiter) ReleaseConnection(tenant string) {
-	l.sync.RLock()
-	defer l.sync.RUnlock()
+	l.resyncMu.RLock()
+	defer l.resyncMu.RUnlock()
 	if l.reachable() != nil {
 		l.count(tenant, -1, true)
 		return
@@ -328,8 +328,8 @@ func (l *Limiter) beat() {
 	l.mu.Unlock()
 	if rewrite {
 		// No increment may run between the snapshot and the rewrite.
-		l.sync.Lock()
-		defer l.sync.Unlock()
+		l.resyncMu.Lock()
+		defer l.resyncMu.Unlock()
 	}
 	args := []any{l.ttl.Milliseconds(), l.instance, "0", 0}
 	l.mu.Lock()
