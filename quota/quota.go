@@ -65,7 +65,7 @@ const (
 // Cluster slot): <prefix>{conns}:<instance> is this node's hash of tenant →
 // connections, <prefix>{conns}:live a sorted set of live instances scored by
 // the unix ms at which they expire. Request budgets live at
-// rate:<prefix>rate:<tenant> (the GCRA library adds "rate:").
+// <prefix>rate:<tenant>.
 type Limiter struct {
 	rdb       redis.UniversalClient
 	prefix    string
@@ -116,7 +116,7 @@ func New(cfg Config) (*Limiter, error) {
 		backoff:   cmp.Or(cfg.Backoff, DefaultBackoff),
 		log:       cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		m:         m,
-		rate:      redis_rate.NewLimiter(cfg.Redis),
+		rate:      redis_rate.NewLimiter(rateKeys{cfg.Redis}),
 		counts:    make(map[string]int),
 		dirty:     true, // the first heartbeat registers the instance
 		stop:      make(chan struct{}),
@@ -370,6 +370,39 @@ func (l *Limiter) beat() {
 		l.dirty = false
 		l.mu.Unlock()
 	}
+}
+
+// rateKeys hands the GCRA library's scripts their keys without the "rate:"
+// it puts in front of every key, so that the budgets live under the
+// configured prefix, as every key pm keeps does.
+type rateKeys struct{ redis.UniversalClient }
+
+func unrate(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = strings.TrimPrefix(k, "rate:")
+	}
+	return out
+}
+
+func (r rateKeys) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return r.UniversalClient.Eval(ctx, script, unrate(keys), args...)
+}
+
+func (r rateKeys) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return r.UniversalClient.EvalSha(ctx, sha1, unrate(keys), args...)
+}
+
+func (r rateKeys) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return r.UniversalClient.EvalRO(ctx, script, unrate(keys), args...)
+}
+
+func (r rateKeys) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	return r.UniversalClient.EvalShaRO(ctx, sha1, unrate(keys), args...)
+}
+
+func (r rateKeys) Del(ctx context.Context, keys ...string) *redis.IntCmd {
+	return r.UniversalClient.Del(ctx, unrate(keys)...)
 }
 
 // newInstanceID returns 64 random bits in base 32.

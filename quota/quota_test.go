@@ -198,8 +198,11 @@ func TestRequestRateAcrossInstances(t *testing.T) {
 	if wait, err := a.AllowRequest(ctx, "globex", 1, 3); err != nil || wait != 0 {
 		t.Fatalf("another tenant: wait %v, err %v", wait, err)
 	}
-	if n, _ := rdb.Exists(ctx, "rate:"+prefix+"rate:acme").Result(); n != 1 {
+	if n, _ := rdb.Exists(ctx, prefix+"rate:acme").Result(); n != 1 {
 		t.Error("the budget is not at the documented key")
+	}
+	if n, _ := rdb.Exists(ctx, "rate:"+prefix+"rate:acme").Result(); n != 0 {
+		t.Error("the budget is (also) outside the prefix")
 	}
 }
 
