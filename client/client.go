@@ -134,8 +134,9 @@ type Client struct {
 
 // Dial connects to a node (ws://host:port/ws or wss://…; then, if that
 // fails, to each of Options.URLs in turn) and returns a Client. A refused
-// token is a *pm.Error with code UNAUTHORIZED; failing to connect at all
-// returns the last network error. Once connected, the client reconnects by
+// token is a *pm.Error with code UNAUTHORIZED; a node refusing for a limit
+// (HTTP 503 or 429) is a *RefusedError, whose RetryAfter says when to try
+// again; failing to connect at all returns the last network error. Once connected, the client reconnects by
 // itself until Close.
 func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	if err := opts.setDefaults(); err != nil {
