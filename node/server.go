@@ -3,7 +3,9 @@
 // a byte-bounded send queue), decodes and validates requests, authorizes and
 // executes them through a Store, answers with the request's message_id,
 // publishes committed changes through a Fanout, and enforces the limits
-// (frame size, rate, subscriptions, send queue). Given the browser board's
+// (frame size, request rate, subscriptions, send queue; connections per node
+// and the upgrade rate; through a Quota, connections and requests per tenant
+// across the cluster). Given the browser board's
 // built bundle, it serves the board at / too. It also serves the admin
 // endpoints: /metrics, /healthz and /readyz.
 package node
