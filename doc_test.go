@@ -44,17 +44,18 @@ func TestEveryPackageHasADoc(t *testing.T) {
 	}
 }
 
-// node, repo and pubsub never import each other (nor does the domain
+// node, repo, pubsub and quota never import each other (nor does the domain
 // import any of them): cmd/ wires them through the interfaces node declares.
 func TestLayersDoNotImportEachOther(t *testing.T) {
 	const module = "github.com/pmhq/pm/"
 	forbidden := map[string][]string{
-		".":      {"node", "repo", "pubsub", "client", "migrations", "web"},
-		"node":   {"repo", "pubsub", "client", "web"},
-		"repo":   {"node", "pubsub", "client", "web"},
-		"pubsub": {"node", "repo", "client", "web"},
-		"client": {"node", "repo", "pubsub", "web"},
-		"web":    {"node", "repo", "pubsub", "client", "migrations"},
+		".":      {"node", "repo", "pubsub", "quota", "client", "migrations", "web"},
+		"node":   {"repo", "pubsub", "quota", "client", "web"},
+		"repo":   {"node", "pubsub", "quota", "client", "web"},
+		"pubsub": {"node", "repo", "quota", "client", "web"},
+		"quota":  {"node", "repo", "pubsub", "client", "web"},
+		"client": {"node", "repo", "pubsub", "quota", "web"},
+		"web":    {"node", "repo", "pubsub", "quota", "client", "migrations"},
 	}
 	for dir, banned := range forbidden {
 		files, err := filepath.Glob(filepath.Join(dir, "*.go"))

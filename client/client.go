@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
@@ -133,8 +134,9 @@ type Client struct {
 
 // Dial connects to a node (ws://host:port/ws or wss://…; then, if that
 // fails, to each of Options.URLs in turn) and returns a Client. A refused
-// token is a *pm.Error with code UNAUTHORIZED; failing to connect at all
-// returns the last network error. Once connected, the client reconnects by
+// token is a *pm.Error with code UNAUTHORIZED; a node refusing for a limit
+// (HTTP 503 or 429) is a *RefusedError, whose RetryAfter says when to try
+// again; failing to connect at all returns the last network error. Once connected, the client reconnects by
 // itself until Close.
 func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	if err := opts.setDefaults(); err != nil {
@@ -268,11 +270,19 @@ func (c *Client) reconnect(lost *conn, code uint16, reason string) (*conn, error
 	if code == 1009 {
 		c.log.Error("pm: the node closed the connection for an oversized frame; lower Options.MaxFrameBytes to the node's limit")
 	}
+	var notBefore time.Duration // a refused upgrade's Retry-After
 	for attempt := 0; ; attempt++ {
 		// Even the first attempt waits a little: the clients of a node that
 		// shuts down (1001) spread their reconnects. A permanent close with
-		// a new token is the exception.
-		if (attempt > 0 || !permanent(code)) && !c.sleep(c.opts.Reconnect.Delay(attempt)) {
+		// a new token is the exception. After a refusal for a limit, the
+		// wait is at least the node's Retry-After, plus up to half of it
+		// again at random, so refused clients do not come back together.
+		delay := c.opts.Reconnect.Delay(attempt)
+		if notBefore > 0 {
+			delay = max(delay, notBefore+rand.N(notBefore/2+1))
+			notBefore = 0
+		}
+		if (attempt > 0 || !permanent(code)) && !c.sleep(delay) {
 			return nil, nil
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, c.opts.DialTimeout)
@@ -300,6 +310,9 @@ func (c *Client) reconnect(lost *conn, code uint16, reason string) (*conn, error
 		}
 		if _, refused := errors.AsType[*pm.Error](err); refused {
 			return nil, err
+		}
+		if ref, ok := errors.AsType[*RefusedError](err); ok {
+			notBefore = ref.RetryAfter
 		}
 		c.log.Info("pm: reconnect failed", "url", redactURL(c.addrs[idx]), "attempt", attempt+1, "err", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -621,4 +622,19 @@ func TestIdleConnectionSurvivesPings(t *testing.T) {
 		t.Fatalf("client stopped: %v", c.Err())
 	}
 	requireOneConnection(t, c)
+}
+
+// A node refusing the upgrade for a limit is reported as a *RefusedError
+// with its status and Retry-After, which reconnects wait out.
+func TestRefusalForALimit(t *testing.T) {
+	cl := nodetest.Start(t, nodetest.Options{Configure: func(cfg *node.Config) { cfg.MaxConnections = 1 }})
+	mustDial(t, cl, cl.Nodes[0].URL(), uuid.New(), client.Options{})
+	_, err := client.Dial(testContext(t), cl.Nodes[0].URL(), client.Options{Token: cl.Token(tenant, uuid.New())})
+	ref, ok := errors.AsType[*client.RefusedError](err)
+	if !ok {
+		t.Fatalf("dial to a full node: %v; want a *client.RefusedError", err)
+	}
+	if ref.Status != http.StatusServiceUnavailable || ref.RetryAfter < time.Second || ref.RetryAfter > 5*time.Second {
+		t.Fatalf("refusal: HTTP %d, retry after %v; want 503 after 1–5s", ref.Status, ref.RetryAfter)
+	}
 }

@@ -76,6 +76,9 @@ func (c *Client) dial(ctx context.Context, idx int, token string) (*conn, error)
 			return nil, &pm.Error{Code: pm.EUnauthorized, Message: "the node refused the token (HTTP 401)"}
 		}
 		if resp != nil {
+			if ref := refusal(resp); ref != nil {
+				return nil, fmt.Errorf("client: dial %s: %w", url, ref)
+			}
 			return nil, fmt.Errorf("client: dial %s: HTTP %d: %w", url, resp.StatusCode, err)
 		}
 		return nil, fmt.Errorf("client: dial %s: %w", url, err)

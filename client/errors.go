@@ -3,6 +3,9 @@ package client
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/pmhq/pm"
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
@@ -33,6 +36,32 @@ type CloseError struct {
 // Error implements the error interface.
 func (e *CloseError) Error() string {
 	return fmt.Sprintf("client: connection closed by the node with %d: %s", e.Code, e.Reason)
+}
+
+// RefusedError is an upgrade the node refused for a limit: HTTP 503 (the
+// node is full, busy with a surge of new connections, or shutting down) or
+// 429 (the tenant holds its cap of connections). Reconnects wait at least
+// RetryAfter, plus jitter, before the next attempt.
+type RefusedError struct {
+	Status     int
+	RetryAfter time.Duration // from the Retry-After header; 0 without one
+}
+
+// Error implements the error interface.
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("client: the node refused the connection (HTTP %d), retry after %v", e.Status, e.RetryAfter)
+}
+
+// refusal reads a refused upgrade's status and Retry-After (seconds).
+func refusal(resp *http.Response) *RefusedError {
+	if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests {
+		return nil
+	}
+	e := &RefusedError{Status: resp.StatusCode}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		e.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return e
 }
 
 // errorOf converts a wire Error to a *pm.Error.

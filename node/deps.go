@@ -98,3 +98,22 @@ type Idempotency interface {
 	// way worth retrying), so that a retry runs again.
 	Release(ctx context.Context, key pm.RequestKey, token string) error
 }
+
+// Quota keeps the limits that span the cluster (implemented by
+// quota.Limiter): connections per tenant on every node, and each tenant's
+// request rate. Each method bounds its own Redis calls. An error means the
+// limit could not be checked: the node lets the connection or request
+// through (fails open), logs and counts it.
+type Quota interface {
+	// AcquireConnection counts one more connection of tenant, unless the
+	// tenant holds max connections in the cluster already (max 0: no cap);
+	// then ok is false and nothing is counted. A connection let in (ok, or
+	// an error) is released once with ReleaseConnection.
+	AcquireConnection(ctx context.Context, tenant string, max int) (ok bool, err error)
+	// ReleaseConnection un-counts a connection AcquireConnection let in.
+	ReleaseConnection(tenant string)
+	// AllowRequest takes one request from the tenant's cluster-wide budget
+	// of perSecond a second with bursts of burst. Refused, it returns how
+	// long until a request would be allowed; allowed, zero.
+	AllowRequest(ctx context.Context, tenant string, perSecond, burst int) (retryAfter time.Duration, err error)
+}

@@ -112,6 +112,9 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 		token   string
 		claimed bool
 	)
+	if perr := c.allowTenantRequest(ctx); perr != nil {
+		return perr.Code, c.encode(req.MessageId, errorPayload(perr)), nil
+	}
 	if mutating[op] && ledger != nil {
 		key.Digest = requestDigest(req)
 		tok, replay, err := ledger.Claim(ctx, key, c.srv.cfg.IdempotencyWait)

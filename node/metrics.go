@@ -18,6 +18,9 @@ type metrics struct {
 	framesPerWrite  prometheus.Histogram
 	eventsPublished prometheus.Counter
 	publishErrors   prometheus.Counter
+	// Limits across the cluster.
+	tenantRateLimited prometheus.Counter
+	failOpen          *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pm_connections", Help: "WebSocket connections open on this node.",
 		}),
 		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pm_upgrades_total", Help: "WebSocket upgrade attempts by result (ok, unauthorized, forbidden_origin, failed, draining).",
+			Name: "pm_upgrades_total", Help: "WebSocket upgrade attempts by result (ok, unauthorized, forbidden_origin, failed, draining, node_full, connect_rate, tenant_full).",
 		}, []string{"result"}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pm_connection_closes_total", Help: "Connections closed by the node, by close code.",
@@ -60,8 +63,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_event_publish_errors_total", Help: "Events whose publication to other nodes failed (they catch up by resync).",
 		}),
+		tenantRateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pm_tenant_rate_limited_total", Help: "Requests refused with RATE_LIMITED because their tenant spent its request rate across the cluster.",
+		}),
+		failOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pm_limit_fail_open_total", Help: "Connections or requests let through because a cluster-wide limit could not be checked (Redis out of reach), by limit (tenant_connections, tenant_requests).",
+		}, []string{"limit"}),
 	}
 	for _, c := range []prometheus.Collector{
+		m.tenantRateLimited, m.failOpen,
 		m.connections, m.upgrades, m.closes, m.requests, m.requestSeconds, m.invalidFrames,
 		m.slowConsumers, m.rateLimitCloses, m.writeErrors, m.framesPerWrite, m.eventsPublished, m.publishErrors,
 	} {

@@ -3,7 +3,9 @@
 // a byte-bounded send queue), decodes and validates requests, authorizes and
 // executes them through a Store, answers with the request's message_id,
 // publishes committed changes through a Fanout, and enforces the limits
-// (frame size, rate, subscriptions, send queue). Given the browser board's
+// (frame size, request rate, subscriptions, send queue; connections per node
+// and the upgrade rate; through a Quota, connections and requests per tenant
+// across the cluster). Given the browser board's
 // built bundle, it serves the board at / too. It also serves the admin
 // endpoints: /metrics, /healthz and /readyz.
 package node
@@ -27,6 +29,7 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 )
 
 // Close codes the node sends; docs/protocol.md lists them for clients.
@@ -89,6 +92,28 @@ type Config struct {
 	// MaxSubscriptions bounds the projects one connection subscribes to.
 	// Default 100.
 	MaxSubscriptions int
+	// MaxConnections caps this node's connections (those being upgraded
+	// count); beyond it upgrades get HTTP 503. Zero: no cap.
+	MaxConnections int
+	// ConnectRate and ConnectBurst limit this node's upgrades (a token
+	// bucket), so that the reconnect storm after a node dies is spread out
+	// while existing connections keep their share of the CPU; beyond them
+	// upgrades get HTTP 503 with Retry-After. Default 500 a second; the
+	// burst defaults to the rate. A negative ConnectRate: no limit.
+	ConnectRate  float64
+	ConnectBurst int
+	// Quota keeps the limits that span the cluster. Required when
+	// TenantMaxConnections or TenantRatePerSecond is set.
+	Quota Quota
+	// TenantMaxConnections caps a tenant's connections across the cluster;
+	// beyond it upgrades get HTTP 429. Zero: no cap.
+	TenantMaxConnections int
+	// TenantRatePerSecond and TenantRateBurst limit a tenant's requests
+	// across the cluster, beside each connection's own limit; beyond them
+	// requests get RATE_LIMITED with retry_after_ms. Zero rate: no limit;
+	// zero burst: the rate.
+	TenantRatePerSecond int
+	TenantRateBurst     int
 	// Checks are readiness checks run by /readyz besides the Store's Ping.
 	// Only what the node cannot serve without belongs here.
 	Checks map[string]func(context.Context) error
@@ -117,6 +142,15 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.RatePerSecond, 50)
 	setDefault(&c.RateBurst, 100)
 	setDefault(&c.MaxSubscriptions, 100)
+	setDefault(&c.ConnectRate, 500)
+	setDefault(&c.ConnectBurst, max(int(c.ConnectRate), 1))
+	setDefault(&c.TenantRateBurst, c.TenantRatePerSecond)
+	if c.MaxConnections < 0 || c.TenantMaxConnections < 0 || c.TenantRatePerSecond < 0 || c.TenantRateBurst < 0 || c.ConnectBurst < 0 {
+		return errors.New("node: connection caps, tenant rate and bursts must not be negative")
+	}
+	if c.Quota == nil && (c.TenantMaxConnections > 0 || c.TenantRatePerSecond > 0) {
+		return errors.New("node: TenantMaxConnections and TenantRatePerSecond need a Quota")
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -143,7 +177,10 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	upgrader *gws.Upgrader
-	board    *board // nil without Config.Assets
+	board    *board        // nil without Config.Assets
+	connect  *rate.Limiter // upgrades; nil: no limit
+
+	failOpenLogged atomic.Int64 // unix ns of the last fail-open log line
 
 	ctx    context.Context // ends at Shutdown; parent of every request's context
 	cancel context.CancelFunc
@@ -188,6 +225,9 @@ func New(cfg Config) (*Server, error) {
 		metrics:  m,
 		board:    b,
 		sessions: make(map[*session]struct{}),
+	}
+	if cfg.ConnectRate > 0 {
+		s.connect = rate.NewLimiter(rate.Limit(cfg.ConnectRate), cfg.ConnectBurst)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.upgrader = gws.NewUpgrader(&events{}, &gws.ServerOption{
@@ -256,8 +296,11 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-// serveWS authenticates, checks the origin and upgrades. Refusals happen
-// before the upgrade, as plain HTTP: 401 for a bad token, 403 for an origin.
+// serveWS authenticates, checks the origin and the connection limits, and
+// upgrades. Refusals happen before the upgrade, as plain HTTP with a
+// plain-text reason: 401 for a bad token, 403 for an origin, 503 while
+// draining, when the node is full or takes too many new connections at
+// once, 429 when the tenant is at its cap (both with Retry-After).
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !originAllowed(r, s.cfg.AllowedOrigins) {
 		s.metrics.upgrades.WithLabelValues("forbidden_origin").Inc()
@@ -280,10 +323,29 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := s.newSession(id)
-	if !s.track(sess) {
+	switch s.track(sess) {
+	case trackDraining:
 		sess.cancel()
 		s.metrics.upgrades.WithLabelValues("draining").Inc()
 		http.Error(w, "node is shutting down", http.StatusServiceUnavailable)
+		return
+	case trackFull:
+		sess.cancel()
+		s.refuse(w, refuseNodeFull)
+		return
+	}
+	if s.connect != nil && !s.connect.Allow() {
+		sess.cancel()
+		s.untrack(sess)
+		s.refuse(w, refuseConnectRate)
+		return
+	}
+	ok, counted := s.admitTenant(r.Context(), id.Actor.Tenant)
+	sess.counted = counted
+	if !ok {
+		sess.cancel()
+		s.untrack(sess)
+		s.refuse(w, refuseTenantFull)
 		return
 	}
 	nc, err := hijack(w)
@@ -337,19 +399,34 @@ func hijack(w http.ResponseWriter) (*lingerConn, error) {
 	return newLingerConn(c, readAhead), nil
 }
 
-// track registers a session unless the server is draining.
-func (s *Server) track(sess *session) bool {
+// Results of track.
+const (
+	tracked = iota
+	trackDraining
+	trackFull // MaxConnections reached
+)
+
+// track registers a session unless the server is draining or full.
+func (s *Server) track(sess *session) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining {
-		return false
+	switch {
+	case s.draining:
+		return trackDraining
+	case s.cfg.MaxConnections > 0 && len(s.sessions) >= s.cfg.MaxConnections:
+		return trackFull
 	}
 	s.sessions[sess] = struct{}{}
 	s.wg.Add(1)
-	return true
+	return tracked
 }
 
+// untrack forgets a tracked session, and gives its slot of the tenant's
+// cap back.
 func (s *Server) untrack(sess *session) {
+	if sess.counted {
+		s.cfg.Quota.ReleaseConnection(sess.actor.Tenant)
+	}
 	s.mu.Lock()
 	delete(s.sessions, sess)
 	s.mu.Unlock()

@@ -38,7 +38,8 @@ type session struct {
 	expires time.Time
 	profile pm.Profile // from the token; the worker records it
 	limiter *rate.Limiter
-	refused int // frames refused by limiter in a row; the reader's own
+	refused int  // frames refused by limiter in a row; the reader's own
+	counted bool // the Quota counts the connection toward its tenant's cap
 	conn    *gws.Conn
 	nc      *lingerConn // conn's socket
 

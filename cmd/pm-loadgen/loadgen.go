@@ -343,7 +343,7 @@ func (lg *loadgen) dial(ctx context.Context, i int, user uuid.UUID, onEvent func
 	for j := 1; j < len(urls); j++ {
 		others = append(others, urls[(i+j)%len(urls)])
 	}
-	return client.Dial(ctx, first, client.Options{
+	opts := client.Options{
 		Token: token, URLs: others, Logger: lg.log, OnEvent: onEvent, EventBuffer: eventBuffer,
 		// A writer's RATE_LIMITED or UNAVAILABLE is an error in the report,
 		// not a silent retry.
@@ -355,7 +355,23 @@ func (lg *loadgen) dial(ctx context.Context, i int, user uuid.UUID, onEvent func
 				lg.disconnects.Add(1)
 			}
 		},
-	})
+	}
+	// A node that refuses for a limit (its connection rate, while many
+	// clients connect at once) is asked again after its Retry-After, with
+	// jitter, as a client should.
+	for {
+		c, err := client.Dial(ctx, first, opts)
+		ref, refused := errors.AsType[*client.RefusedError](err)
+		if !refused {
+			return c, err
+		}
+		wait := max(ref.RetryAfter, 100*time.Millisecond)
+		select {
+		case <-time.After(wait + mrand.N(wait/2+1)):
+		case <-ctx.Done():
+			return nil, err
+		}
+	}
 }
 
 // dialMany dials n clients of one user.

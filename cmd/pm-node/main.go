@@ -26,6 +26,7 @@ import (
 
 	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/pubsub"
+	"github.com/pmhq/pm/quota"
 	"github.com/pmhq/pm/repo"
 	"github.com/pmhq/pm/web"
 )
@@ -65,6 +66,13 @@ type config struct {
 	SendQueueBytes   int
 	RatePerSecond    float64
 	RateBurst        int
+	MaxConns         int
+	TenantMaxConns   int
+	ConnectRate      float64
+	ConnectBurst     int
+	TenantRate       int
+	TenantBurst      int
+	ConnCountTTL     time.Duration
 	IdempotencyTTL   time.Duration
 	HeadCheck        time.Duration
 	ShutdownTimeout  time.Duration
@@ -143,6 +151,13 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	integer(&c.SendQueueBytes, "send-queue-bytes", "PM_SEND_QUEUE_BYTES", 4<<20, "bytes queued for one client before it is dropped as a slow consumer (close 4000)")
 	float(&c.RatePerSecond, "rate-per-second", "PM_RATE_PER_SECOND", 50, "requests per second per connection (negative: unlimited)")
 	integer(&c.RateBurst, "rate-burst", "PM_RATE_BURST", 100, "request burst per connection")
+	integer(&c.MaxConns, "max-connections", "PM_MAX_CONNECTIONS", 0, "connections this node holds at most; beyond: HTTP 503 at the upgrade (0: unlimited)")
+	integer(&c.TenantMaxConns, "tenant-max-connections", "PM_TENANT_MAX_CONNECTIONS", 0, "connections one tenant holds at most across the cluster; beyond: HTTP 429 at the upgrade (0: unlimited)")
+	float(&c.ConnectRate, "connect-rate", "PM_CONNECT_RATE", 500, "upgrades per second this node accepts; beyond: HTTP 503 with Retry-After (negative: unlimited)")
+	integer(&c.ConnectBurst, "connect-burst", "PM_CONNECT_BURST", 0, "upgrade burst (0: the connect rate)")
+	integer(&c.TenantRate, "tenant-rate-per-second", "PM_TENANT_RATE_PER_SECOND", 0, "requests per second of one tenant across the cluster; beyond: RATE_LIMITED (0: unlimited)")
+	integer(&c.TenantBurst, "tenant-rate-burst", "PM_TENANT_RATE_BURST", 0, "request burst of one tenant across the cluster (0: the tenant rate)")
+	duration(&c.ConnCountTTL, "connection-count-ttl", "PM_CONNECTION_COUNT_TTL", quota.DefaultTTL, "how long a node's connection counts in Redis outlive it (heartbeat: every third)")
 	duration(&c.IdempotencyTTL, "idempotency-ttl", "PM_IDEMPOTENCY_TTL", time.Hour, "how long responses are kept for replays of a message_id")
 	duration(&c.HeadCheck, "head-check-interval", "PM_HEAD_CHECK_INTERVAL", 30*time.Second, "how often subscribed projects' revisions are compared with Postgres to catch lost events")
 	duration(&c.ShutdownTimeout, "shutdown-timeout", "PM_SHUTDOWN_TIMEOUT", 15*time.Second, "longest graceful shutdown")
@@ -164,6 +179,18 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s: %v is not positive", name, d))
 		}
+	}
+	for name, n := range map[string]int{"PM_MAX_CONNECTIONS": c.MaxConns, "PM_TENANT_MAX_CONNECTIONS": c.TenantMaxConns,
+		"PM_CONNECT_BURST": c.ConnectBurst, "PM_TENANT_RATE_PER_SECOND": c.TenantRate, "PM_TENANT_RATE_BURST": c.TenantBurst} {
+		if n < 0 {
+			errs = append(errs, fmt.Errorf("%s: %d is negative", name, n))
+		}
+	}
+	if c.ConnectRate == 0 {
+		errs = append(errs, errors.New("PM_CONNECT_RATE: 0 would refuse every connection (negative: unlimited)"))
+	}
+	if c.ConnCountTTL <= 0 {
+		errs = append(errs, fmt.Errorf("PM_CONNECTION_COUNT_TTL: %v is not positive", c.ConnCountTTL))
 	}
 	if c.HTTPMaxHeader <= 0 {
 		errs = append(errs, fmt.Errorf("PM_HTTP_MAX_HEADER_BYTES: %d is not positive", c.HTTPMaxHeader))
@@ -302,6 +329,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer ledger.Close()
+	limits, err := quota.New(quota.Config{
+		Redis:      rdb,
+		Prefix:     cfg.RedisPrefix,
+		TTL:        cfg.ConnCountTTL,
+		Logger:     log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer limits.Close()
 
 	authCtx, stopAuth := context.WithCancel(context.Background())
 	defer stopAuth()
@@ -338,6 +376,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		RequestTimeout: cfg.RequestTimeout,
 		RatePerSecond:  cfg.RatePerSecond,
 		RateBurst:      cfg.RateBurst,
+
+		MaxConnections:       cfg.MaxConns,
+		ConnectRate:          cfg.ConnectRate,
+		ConnectBurst:         cfg.ConnectBurst,
+		Quota:                limits,
+		TenantMaxConnections: cfg.TenantMaxConns,
+		TenantRatePerSecond:  cfg.TenantRate,
+		TenantRateBurst:      cfg.TenantBurst,
 		// Readiness is Postgres only: without Redis a node still serves
 		// (writes commit; cross-node events and replays wait for Redis), and
 		// failing every node's check at once would turn a Redis blip into

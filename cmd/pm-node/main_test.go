@@ -234,6 +234,12 @@ func TestRunRefuses(t *testing.T) {
 	badBool["PM_MIGRATE"] = "maybe"
 	noIdleLimit := base()
 	noIdleLimit["PM_HTTP_IDLE_TIMEOUT"] = "0s"
+	negativeCap := base()
+	negativeCap["PM_TENANT_MAX_CONNECTIONS"] = "-1"
+	zeroConnectRate := base()
+	zeroConnectRate["PM_CONNECT_RATE"] = "0"
+	noCountTTL := base()
+	noCountTTL["PM_CONNECTION_COUNT_TTL"] = "0s"
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -245,6 +251,9 @@ func TestRunRefuses(t *testing.T) {
 		{"bad duration", badDuration, nil, "PM_REQUEST_TIMEOUT"},
 		{"bad boolean", badBool, nil, "PM_MIGRATE"},
 		{"no idle limit", noIdleLimit, nil, "PM_HTTP_IDLE_TIMEOUT"},
+		{"negative tenant cap", negativeCap, nil, "PM_TENANT_MAX_CONNECTIONS"},
+		{"connect rate zero", zeroConnectRate, nil, "PM_CONNECT_RATE"},
+		{"no connection count TTL", noCountTTL, nil, "PM_CONNECTION_COUNT_TTL"},
 		{"stray argument", base(), []string{"serve"}, "unexpected arguments"},
 		{"unknown flag", base(), []string{"-no-such-flag"}, "no-such-flag"},
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/pubsub"
+	"github.com/pmhq/pm/quota"
 	"github.com/pmhq/pm/repo"
 	"github.com/pmhq/pm/repo/repotest"
 	"github.com/pmhq/pm/web"
@@ -47,6 +48,10 @@ type Options struct {
 	// Board serves the browser board pm-node embeds (web.Dist) at /, as
 	// pm-node does. Configure may set another bundle.
 	Board bool
+	// Quota, if set, adjusts each node's cluster-wide limits (quota.Config)
+	// before they start; they run on a Redis client of their own, which
+	// Crash closes. Configure sets the limits themselves.
+	Quota func(*quota.Config)
 }
 
 // Cluster is a set of nodes sharing one database and one Redis prefix.
@@ -80,6 +85,8 @@ type Node struct {
 	http    *http.Server
 	hub     *pubsub.Hub
 	rdb     *redis.Client
+	quota   *quota.Limiter
+	quotaDB *redis.Client // the quota's own client
 	served  chan struct{}
 	stopped sync.Once
 }
@@ -182,6 +189,17 @@ func (c *Cluster) startNode(id string) *Node {
 		cfg.Idempotency = ledger
 		tb.Cleanup(func() { _ = ledger.Close() })
 	}
+	qopts := *ropts
+	qdb := redis.NewClient(&qopts)
+	qcfg := quota.Config{Redis: qdb, Prefix: c.Prefix, Logger: log, Registerer: reg}
+	if c.opts.Quota != nil {
+		c.opts.Quota(&qcfg)
+	}
+	lim, err := quota.New(qcfg)
+	if err != nil {
+		tb.Fatalf("nodetest: quota: %v", err)
+	}
+	cfg.Quota = lim
 	if c.opts.Configure != nil {
 		c.opts.Configure(&cfg)
 	}
@@ -203,7 +221,7 @@ func (c *Cluster) startNode(id string) *Node {
 	mux.Handle("/", srv.Handler())
 	n := &Node{
 		Server: srv, Registry: reg, addr: ln.Addr().String(),
-		http: &http.Server{Handler: mux}, hub: hub, rdb: rdb, served: make(chan struct{}),
+		http: &http.Server{Handler: mux}, hub: hub, rdb: rdb, quota: lim, quotaDB: qdb, served: make(chan struct{}),
 	}
 	go func() {
 		defer close(n.served)
@@ -276,7 +294,22 @@ func (n *Node) Stop() {
 		_ = n.http.Shutdown(ctx)
 		_ = n.Server.Shutdown(ctx)
 		<-n.served
+		_ = n.quota.Close()
+		_ = n.quotaDB.Close()
 		n.hub.Close()
 		_ = n.rdb.Close()
 	})
 }
+
+// Crash stops the node the way a killed process leaves Redis: its
+// cluster-wide limits lose Redis first, so that its connection counts are
+// neither released nor removed and stay until they expire. Its clients are
+// closed.
+func (n *Node) Crash() {
+	_ = n.quotaDB.Close()
+	n.Stop()
+}
+
+// QuotaInstance is the node's id among the instances of the cluster-wide
+// connection counts in Redis.
+func (n *Node) QuotaInstance() string { return n.quota.Instance() }
