@@ -78,7 +78,13 @@ func nodeBinary(tb testing.TB) string {
 			buildErr = err
 			return
 		}
-		binPath, buildErr = df.build(binDir)
+		// The build sees what docker would send: the repository minus
+		// .dockerignore.
+		ctxDir := filepath.Join(binDir, "context")
+		if buildErr = copyBuildContext(repoRoot, ctxDir); buildErr != nil {
+			return
+		}
+		binPath, buildErr = df.build(ctxDir, binDir)
 	})
 	if buildErr != nil {
 		tb.Fatalf("build pm-node with the Dockerfile's command: %v", buildErr)

@@ -5,10 +5,12 @@ import (
 	"context"
 	"debug/elf"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -151,11 +153,11 @@ func (df *dockerfile) goBuild() (stage, string, error) {
 // outputFlag is the -o argument of the build command.
 var outputFlag = regexp.MustCompile(`(^|\s)-o\s+(\S+)`)
 
-// build runs the Dockerfile's go build command with its stage's ENV, in the
-// repository root (the build stage's WORKDIR holds a copy of it), writing
-// the binary into dir instead of the image path. It returns the binary's
-// path.
-func (df *dockerfile) build(dir string) (string, error) {
+// build runs the Dockerfile's go build command with its stage's ENV, in
+// src (the build context: the build stage's WORKDIR holds a copy of it),
+// writing the binary into dir instead of the image path. It returns the
+// binary's path.
+func (df *dockerfile) build(src, dir string) (string, error) {
 	st, cmdline, err := df.goBuild()
 	if err != nil {
 		return "", err
@@ -170,7 +172,7 @@ func (df *dockerfile) build(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	root, err := filepath.Abs(repoRoot)
+	root, err := filepath.Abs(src)
 	if err != nil {
 		return "", err
 	}
@@ -184,6 +186,100 @@ func (df *dockerfile) build(dir string) (string, error) {
 		return "", fmt.Errorf("sh -c %q: %w\n%s", cmdline, err, b)
 	}
 	return out, nil
+}
+
+// readDockerignore returns the patterns of .dockerignore in root.
+func readDockerignore(root string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		return nil, err
+	}
+	var patterns []string
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.HasPrefix(line, "!") {
+			return nil, fmt.Errorf(".dockerignore: %s: exceptions are not supported by this test's matcher", line)
+		}
+		patterns = append(patterns, path.Clean(strings.TrimPrefix(line, "/")))
+	}
+	return patterns, nil
+}
+
+// ignored reports whether .dockerignore patterns exclude rel (a slash path
+// relative to the context root): a pattern matches the path or one of its
+// parent directories; `**` matches any number of directories.
+func ignored(patterns []string, rel string) bool {
+	for _, p := range patterns {
+		parts := strings.Split(rel, "/")
+		for i := range parts {
+			if globMatch(strings.Split(p, "/"), parts[:i+1]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func globMatch(pattern, name []string) bool {
+	if len(pattern) == 0 {
+		return len(name) == 0
+	}
+	if pattern[0] == "**" {
+		for i := 0; i <= len(name); i++ {
+			if globMatch(pattern[1:], name[i:]) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(name) == 0 {
+		return false
+	}
+	ok, err := path.Match(pattern[0], name[0])
+	return err == nil && ok && globMatch(pattern[1:], name[1:])
+}
+
+// copyBuildContext copies the files of root that .dockerignore leaves in
+// the build context into dst.
+func copyBuildContext(root, dst string) error {
+	patterns, err := readDockerignore(root)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if ignored(patterns, rel) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		target := filepath.Join(dst, filepath.FromSlash(rel))
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, b, 0o644)
+		}
+		return nil // symlinks and the like: docker sends them, the build needs none
+	})
 }
 
 // finalUser returns the uid and gid of the last stage's USER, which must be
@@ -402,4 +498,27 @@ func dial(t *testing.T, url, secret string) *client.Client {
 	}
 	t.Cleanup(func() { _ = cl.Close() })
 	return cl
+}
+
+// The .dockerignore matcher follows docker's rules for the patterns the
+// file uses.
+func TestDockerignoreMatcher(t *testing.T) {
+	patterns := []string{"**/*_test.go", "web/src", "*.md", ".git", "**/testdata"}
+	for rel, want := range map[string]bool{
+		"pm_test.go":               true,
+		"node/server_test.go":      true,
+		"node/server.go":           false,
+		"web/src":                  true,
+		"web/src/board/app.ts":     true,
+		"web/dist/index.html":      false,
+		"README.md":                true,
+		"docs/operations.md":       false, // *.md is the root only
+		".git/HEAD":                true,
+		"node/testdata/fuzz/x":     true,
+		"migrations/0001_init.sql": false,
+	} {
+		if got := ignored(patterns, rel); got != want {
+			t.Errorf("ignored(%q) = %v, want %v", rel, got, want)
+		}
+	}
 }
