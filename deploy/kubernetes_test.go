@@ -219,6 +219,11 @@ const (
 func TestKubernetesBase(t *testing.T) {
 	r := render(t, "kubernetes/base")
 	checkKubernetes(t, r)
+	// The HPA owns the replica count: a count in the Deployment would reset
+	// it on every apply (and a scale-down closes WebSockets).
+	if d := one[*appsv1.Deployment](t, r, nodeDeployment); d.Spec.Replicas != nil {
+		t.Errorf("the base Deployment sets replicas %d: leave the count to the HPA", *d.Spec.Replicas)
+	}
 
 	// The ServiceMonitor scrapes the headless metrics Service and nothing
 	// else, on a port that Service has, at /metrics.
