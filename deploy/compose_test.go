@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bufio"
 	"context"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
@@ -64,13 +65,7 @@ var haproxyServer = regexp.MustCompile(`^\s*server\s+(\S+)\s+([^:\s]+):(\d+)\s.*
 func TestCompose(t *testing.T) {
 	p := loadCompose(t)
 	known := flagEnvs(t)
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range p.Services {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
 		checkEnvNames(t, "docker-compose.yml: service "+name, sortedKeys(env(p.Services[name])), known)
 	}
 

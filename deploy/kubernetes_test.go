@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -564,6 +565,13 @@ func checkKubernetes(t *testing.T, r *rendered) {
 	}
 	nodeEnv["PM_LISTEN_ADDR"] = "127.0.0.1:" + listenPort
 	nodeEnv["PM_ADMIN_ADDR"] = "127.0.0.1:" + adminPort
+	for _, addr := range []string{nodeEnv["PM_LISTEN_ADDR"], nodeEnv["PM_ADMIN_ADDR"]} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("%s: the manifests' port is taken here (%v): stop what listens on it (make run's HAProxy listens on 127.0.0.1:8080: make stop)", r.dir, err)
+		}
+		l.Close()
+	}
 	nodeEnv["PM_LOG_FORMAT"] = "text"
 	node := startProcess(t, nodeBinary(t), nodeEnv, nil)
 	node.waitServing(t)
