@@ -12,6 +12,8 @@ TEST_TIMEOUT ?= 20m
 # Extra flags for go test, e.g. GOTESTFLAGS='-run TestFoo -v'.
 GOTESTFLAGS  ?=
 FUZZTIME     ?= 30s
+# make image: the container image's name and tag.
+IMAGE        ?= pm-node:dev
 # Benchmarks: a regexp of their names, and -benchtime (a duration, or Nx for
 # N iterations: BENCHTIME=20x is a quick check that they all run).
 BENCH        ?= .
@@ -27,13 +29,16 @@ GOFILES = $(shell find . -name '*.go' -not -name '*.pb.go' \
 .NOTPARALLEL:
 
 .PHONY: help build generate generate-check lint test test-storm test-short fuzz bench \
-	run stop services clean web web-deps web-check web-test compare
+	run stop services clean web web-deps web-check web-test compare image
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build the commands into bin/
 	$(GO) build -o bin/ ./cmd/...
+
+image: ## build the pm-node container image IMAGE (default pm-node:dev) with docker; needs a docker daemon
+	docker build -t $(IMAGE) .
 
 generate: web-deps ## regenerate the proto/ Go code and the web/src/gen TypeScript with buf
 	$(GOTOOL) buf generate
@@ -82,10 +87,15 @@ lint: ## gofmt, go vet, staticcheck, buf lint
 	if [ -n "$$out" ]; then printf 'not gofmt-ed (run gofmt -w):\n%s\n' "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GOTOOL) staticcheck $(PKGS)
+	@# deploy/ is a module of its own (the Kubernetes, kustomize and compose
+	@# dependencies of its tests stay out of pm's).
+	cd deploy && $(GO) vet ./...
+	cd deploy && $(GO) tool -modfile=../tools/go.mod staticcheck ./...
 	$(GOTOOL) buf lint
 
 test: services generate-check web-check lint web-test ## everything CI checks: services, generated code, the built board, lint, web and Go tests, the reconnect storm
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) $(PKGS)
+	cd deploy && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
 	$(MAKE) --no-print-directory test-storm
 
 # 2,000 SDK clients in one process exceed the race detector's goroutine
@@ -95,6 +105,7 @@ test-storm: services ## the reconnect storm: a node with 2,000 clients dies, the
 
 test-short: services ## quick tests: -short, no race detector
 	$(GO) test -short -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) $(PKGS)
+	cd deploy && $(GO) test -short -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
 
 fuzz: ## run each Fuzz target for FUZZTIME (default 30s)
 	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh

@@ -2,6 +2,9 @@
 // clients at /ws and the browser board at /, stores work items in Postgres
 // and fans events out to the other nodes through Redis. Every setting is a flag with a matching PM_*
 // environment variable; run with no arguments it serves with the defaults.
+// `pm-node migrate`, with the same flags and environment, applies pending
+// migrations and exits: a deployment's migration step, before nodes that run
+// with PM_MIGRATE=false.
 package main
 
 import (
@@ -254,9 +257,40 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
 
+// migrateTimeout bounds applying the migrations, waiting for another
+// process's migration lock included.
+const migrateTimeout = 5 * time.Minute
+
+// migrate applies pending migrations and returns: `pm-node migrate`.
+func migrate(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	log = log.With("node", cfg.NodeID)
+	mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+	defer cancel()
+	if err := repo.Migrate(mctx, cfg.DatabaseURL, log); err != nil {
+		return err // says "migrate: …"
+	}
+	log.Info("migrations applied")
+	return nil
+}
+
 // run starts the node and serves until ctx ends, then shuts down gracefully.
-// ready, if not nil, receives the bound client and admin addresses.
+// ready, if not nil, receives the bound client and admin addresses. With
+// "migrate" as its first argument it applies the migrations and returns.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready func(client, admin net.Addr)) error {
+	if len(args) > 0 && args[0] == "migrate" {
+		return migrate(ctx, args[1:], getenv, stderr)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -271,7 +305,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log = log.With("node", cfg.NodeID)
 
 	if cfg.Migrate {
-		mctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 		err := repo.Migrate(mctx, cfg.DatabaseURL, log)
 		cancel()
 		if err != nil {

@@ -272,3 +272,74 @@ func TestRunRefuses(t *testing.T) {
 		})
 	}
 }
+
+// `pm-node migrate` applies the migrations to an empty database and returns
+// without serving; run again, it has nothing to do. A node with
+// PM_MIGRATE=false then serves from that schema.
+func TestMigrateSubcommand(t *testing.T) {
+	env := baseEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 2 {
+		var stderr strings.Builder
+		if err := run(ctx, []string{"migrate"}, envOf(env), &stderr, func(net.Addr, net.Addr) {
+			t.Error("migrate started serving")
+		}); err != nil {
+			t.Fatalf("migrate (run %d): %v\n%s", i+1, err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "migrations applied") {
+			t.Fatalf("migrate (run %d) logged no success:\n%s", i+1, stderr.String())
+		}
+	}
+	var version int64
+	var dirty bool
+	pool := repotest.MustPool(t, env["PM_DATABASE_URL"])
+	if err := pool.QueryRow(ctx, `SELECT version, dirty FROM schema_migrations`).Scan(&version, &dirty); err != nil {
+		t.Fatalf("read the schema version: %v", err)
+	}
+	if version == 0 || dirty {
+		t.Fatalf("schema version %d, dirty %v: want a clean, applied schema", version, dirty)
+	}
+
+	env["PM_MIGRATE"] = "false"
+	_, admin, stop := startRun(t, env)
+	resp, err := http.Get("http://" + admin.String() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz of a node on the migrated schema: HTTP %d", resp.StatusCode)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
+
+func TestMigrateSubcommandRefuses(t *testing.T) {
+	unreachable := map[string]string{"PM_DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?sslmode=disable"}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"database out of reach", []string{"migrate"}, "migrate: connect"},
+		{"stray argument", []string{"migrate", "now"}, "unexpected arguments"},
+		{"unknown flag", []string{"migrate", "-no-such-flag"}, "no-such-flag"},
+		{"bad setting", []string{"migrate", "-request-timeout", "soon"}, "request-timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var stderr strings.Builder
+			err := run(ctx, tt.args, envOf(unreachable), &stderr, nil)
+			if err == nil {
+				t.Fatal("migrate succeeded; want a refusal")
+			}
+			if msg := err.Error() + stderr.String(); !strings.Contains(msg, tt.want) {
+				t.Fatalf("refusal %q does not mention %q", msg, tt.want)
+			}
+		})
+	}
+}
