@@ -563,22 +563,24 @@ func checkKubernetes(t *testing.T, r *rendered) {
 			nodeEnv[k] = v
 		}
 	}
-	nodeEnv["PM_LISTEN_ADDR"] = "127.0.0.1:" + listenPort
-	nodeEnv["PM_ADMIN_ADDR"] = "127.0.0.1:" + adminPort
-	for _, addr := range []string{nodeEnv["PM_LISTEN_ADDR"], nodeEnv["PM_ADMIN_ADDR"]} {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Fatalf("%s: the manifests' port is taken here (%v): stop what listens on it (make run's HAProxy listens on 127.0.0.1:8080: make stop)", r.dir, err)
-		}
-		l.Close()
-	}
+	// The node listens where the manifests say, moved to free loopback ports
+	// so that the test does not depend on 8080 and 9090 being free here:
+	// each probe is sent to the free port standing for the port it names.
+	moved := map[string]string{listenPort: freeLoopbackPort(t), adminPort: freeLoopbackPort(t)}
+	nodeEnv["PM_LISTEN_ADDR"] = "127.0.0.1:" + moved[listenPort]
+	nodeEnv["PM_ADMIN_ADDR"] = "127.0.0.1:" + moved[adminPort]
 	nodeEnv["PM_LOG_FORMAT"] = "text"
 	node := startProcess(t, nodeBinary(t), nodeEnv, nil)
 	node.waitServing(t)
 	for path, port := range probePorts {
-		u := fmt.Sprintf("http://127.0.0.1:%d%s", port, path)
+		served, ok := moved[strconv.Itoa(int(port))]
+		if !ok {
+			t.Errorf("%s: probe %s names port %d, which the node does not listen on", r.dir, path, port)
+			continue
+		}
+		u := fmt.Sprintf("http://127.0.0.1:%s%s", served, path)
 		if status, body, err := httpGet(u); err != nil || status != http.StatusOK {
-			t.Errorf("%s: probe GET %s: HTTP %d %q, %v; want 200", r.dir, u, status, body, err)
+			t.Errorf("%s: probe GET %s (port %d): HTTP %d %q, %v; want 200", r.dir, u, port, status, body, err)
 		}
 	}
 	if err := node.stop(); err != nil {
@@ -616,4 +618,15 @@ func checkSecurity(t *testing.T, where string, pod corev1.PodSpec, uid int64) {
 			t.Errorf("%s: container %s: capabilities are not drop [ALL]", where, c.Name)
 		}
 	}
+}
+
+// freeLoopbackPort returns a port that was free on 127.0.0.1 a moment ago.
+func freeLoopbackPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
