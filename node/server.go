@@ -27,6 +27,8 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Close codes the node sends; docs/protocol.md lists them for clients.
@@ -101,6 +103,11 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// TracerProvider makes the spans of requests, their database
+	// transactions and their publishes (see docs/operations.md). Nil means
+	// the no-op provider: no spans, but a client's trace context still
+	// travels with the events its requests publish.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() error {
@@ -127,6 +134,11 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	} else {
+		c.Store = tracedStore{Store: c.Store, tracer: c.TracerProvider.Tracer(tracerName)}
+	}
 	return nil
 }
 
@@ -142,6 +154,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	metrics  *metrics
+	tracer   trace.Tracer
 	upgrader *gws.Upgrader
 	board    *board // nil without Config.Assets
 
@@ -186,6 +199,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		metrics:  m,
+		tracer:   cfg.TracerProvider.Tracer(tracerName),
 		board:    b,
 		sessions: make(map[*session]struct{}),
 	}
