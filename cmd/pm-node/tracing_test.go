@@ -186,6 +186,20 @@ func scrape(t *testing.T, admin net.Addr) map[string]float64 {
 	return out
 }
 
+// scrapeUntil scrapes a node's metrics until cond holds of them, for at
+// most 10 s, and returns them.
+func scrapeUntil(t *testing.T, admin net.Addr, cond func(map[string]float64) bool) map[string]float64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := scrape(t, admin)
+		if cond(m) || time.Now().After(deadline) {
+			return m
+		}
+		time.Sleep(20 * time.Millisecond) // polling /metrics: nothing to wait on
+	}
+}
+
 // A write sent to node A with a client's traceparent is one trace across
 // both nodes: the request span on A is the client span's child, the
 // database transaction and the publish are the request's children, and
@@ -220,6 +234,9 @@ func TestTracingAcrossNodes(t *testing.T) {
 	if project == "" {
 		t.Fatalf("create project: %v", resp)
 	}
+	// The project's event is published after its answer: subscribe only
+	// once it is out, so that only the epic's event reaches the subscribers.
+	scrapeUntil(t, adminA, func(m map[string]float64) bool { return m["pm_pubsub_publish_duration_seconds_count"] >= 1 })
 	for _, c := range []*nodetest.Conn{onA, onB} {
 		ack, _ := c.Request(&pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_Subscribe{Subscribe: &pmv1.Subscribe{ProjectIds: []string{project}}}})
 		if ack.GetSubscribeAck() == nil {
@@ -252,8 +269,17 @@ func TestTracingAcrossNodes(t *testing.T) {
 		t.Fatalf("replay: %v", resp)
 	}
 
-	// Metrics, before the nodes stop.
-	ma, mb := scrape(t, adminA), scrape(t, adminB)
+	// Metrics, before the nodes stop. A node counts a request and observes
+	// an event's age just after handing its frames on, so wait for them.
+	ma := scrapeUntil(t, adminA, func(m map[string]float64) bool {
+		return m["pm_event_delivery_age_seconds_count"] >= 1 && m[`pm_requests_total{op="create_work_item",outcome="replayed"}`] >= 1
+	})
+	mb := scrapeUntil(t, adminB, func(m map[string]float64) bool { return m["pm_event_delivery_age_seconds_count"] >= 1 })
+	if n := ma["pm_event_publish_errors_total"]; n != 0 {
+		// A publish that timed out is delivered on A and may come back
+		// through Redis too: the counts below would not hold.
+		t.Fatalf("A: %v publishes failed (a loaded machine?)", n)
+	}
 	for _, c := range []struct {
 		name string
 		m    map[string]float64
