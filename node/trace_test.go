@@ -43,7 +43,7 @@ func requestSpan(t *testing.T, rec *tracetest.SpanRecorder, messageID string) (s
 func attr(s sdktrace.ReadOnlySpan, key string) string {
 	for _, kv := range s.Attributes() {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
