@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pmhq/pm"
@@ -69,8 +68,9 @@ type HubConfig struct {
 	// pm_event_delivery_age_seconds. Nil registers them nowhere.
 	Registerer prometheus.Registerer
 	// TracerProvider makes the span of each traced event's fan-out on this
-	// node. Nil means the no-op provider (no spans; trace context still
-	// travels in the bus events).
+	// node. Nil means none: no spans, and the fan-out does not even read
+	// an event's trace context (publishes still carry the one they are
+	// given).
 	TracerProvider trace.TracerProvider
 
 	// Test hooks. fanoutGate, when set, holds the fan-out goroutine before
@@ -107,7 +107,7 @@ type Hub struct {
 	headEvery time.Duration
 	log       *slog.Logger
 	m         *hubMetrics
-	tracer    trace.Tracer
+	tracer    trace.Tracer // nil without a TracerProvider: no fan-out spans
 
 	gate         <-chan struct{}
 	pingInterval time.Duration
@@ -165,11 +165,9 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
-	tp := cfg.TracerProvider
-	if tp == nil {
-		tp = noop.NewTracerProvider()
+	if cfg.TracerProvider != nil {
+		h.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
-	h.tracer = tp.Tracer(tracerName)
 	if cc, ok := cfg.Redis.(*redis.ClusterClient); ok && cfg.Sharded {
 		h.cluster = cc
 	}

@@ -58,7 +58,7 @@ func injectTrace(ctx context.Context, ev *pmv1.BusEvent) {
 func (h *Hub) fanOut(t *topic, ev *pmv1.BusEvent, frame []byte) {
 	t.observe(ev.Revision)
 	var span trace.Span
-	if ev.Traceparent != "" {
+	if ev.Traceparent != "" && h.tracer != nil {
 		ctx := traceContext.Extract(context.Background(), busCarrier{ev})
 		_, span = h.tracer.Start(ctx, "fanout", trace.WithSpanKind(trace.SpanKindConsumer))
 	}

@@ -38,7 +38,8 @@ func fanouts(rec *tracetest.SpanRecorder) []sdktrace.ReadOnlySpan {
 // An event published within a trace is fanned out on every node in one
 // span per node, whatever its number of subscribers, each a child of the
 // publisher's span; every node that delivers it observes its age since
-// commit once. An untraced event makes no span.
+// commit once. An untraced event makes no span, and a node without a
+// tracer provider delivers traced events all the same.
 func TestFanoutJoinsThePublishersTraceAndObservesAge(t *testing.T) {
 	prefix := MustPrefix(t)
 	recA, recB := tracetest.NewSpanRecorder(), tracetest.NewSpanRecorder()
@@ -46,6 +47,7 @@ func TestFanoutJoinsThePublishersTraceAndObservesAge(t *testing.T) {
 	tpB := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recB))
 	a := MustHub(t, HubConfig{Redis: MustClient(t, ""), Prefix: prefix, TracerProvider: tpA})
 	b := MustHub(t, HubConfig{Redis: MustClient(t, ""), Prefix: prefix, TracerProvider: tpB})
+	untraced := MustHub(t, HubConfig{Redis: MustClient(t, ""), Prefix: prefix}) // no provider
 	key := newKey()
 	author, neighbour := newRecorder(uuid.New()), newRecorder(uuid.New())
 	remote1, remote2 := newRecorder(uuid.New()), newRecorder(uuid.New())
@@ -53,6 +55,8 @@ func TestFanoutJoinsThePublishersTraceAndObservesAge(t *testing.T) {
 	subscribe(t, a, key, neighbour)
 	subscribe(t, b, key, remote1)
 	subscribe(t, b, key, remote2)
+	remote3 := newRecorder(uuid.New())
+	subscribe(t, untraced, key, remote3)
 
 	ctx, write := tpA.Tracer("test").Start(context.Background(), "write")
 	committed := time.Now().Add(-time.Second)
@@ -63,7 +67,7 @@ func TestFanoutJoinsThePublishersTraceAndObservesAge(t *testing.T) {
 	if err := a.Publish(context.Background(), key, 2, author.id, []byte("untraced"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	everyone := []*recorder{neighbour, remote1, remote2}
+	everyone := []*recorder{neighbour, remote1, remote2, remote3}
 	waitFor(t, "both events everywhere", func() bool {
 		return !slices.ContainsFunc(everyone, func(r *recorder) bool { return !r.has("untraced") })
 	})
@@ -94,6 +98,10 @@ func TestFanoutJoinsThePublishersTraceAndObservesAge(t *testing.T) {
 				t.Errorf("%s: pm.subscribers %d, want %d", name, kv.Value.AsInt64(), c.n)
 			}
 		}
+	}
+	// A node without a provider delivers traced events all the same.
+	if n, _ := histogram(t, untraced.m.deliveryAge); n != 1 {
+		t.Errorf("node without tracing: delivery age: %d samples, want 1", n)
 	}
 	if n, sum := histogram(t, a.m.publishSeconds); n != 2 || sum <= 0 {
 		t.Errorf("A: publish duration: %d samples summing to %vs, want 2 above 0", n, sum)
