@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pmhq/pm"
@@ -23,10 +25,15 @@ import (
 // the first; the node's idempotency makes that safe. Answers RATE_LIMITED and UNAVAILABLE are retried the same way after
 // the node's retry_after_ms (unless Options.NoBusyRetry). An Error answer is
 // returned as a *pm.Error. Do gives up when ctx ends, after
-// Options.RequestTimeout, or when the client stops.
+// Options.RequestTimeout, or when the client stops. If ctx carries an
+// OpenTelemetry span and m no traceparent, Do sends the span's W3C trace
+// context with the request, so that the node's spans join the caller's trace.
 func (c *Client) Do(ctx context.Context, m *pmv1.WebSocketMessage) (*pmv1.WebSocketMessage, error) {
 	if m.MessageId == "" {
 		m.MessageId = newMessageID()
+	}
+	if m.Traceparent == "" && trace.SpanContextFromContext(ctx).IsValid() {
+		propagation.TraceContext{}.Inject(ctx, envelopeCarrier{m})
 	}
 	if c.opts.RequestTimeout > 0 {
 		var cancel context.CancelFunc
@@ -395,3 +402,27 @@ func canonicalID(s string) string {
 	}
 	return s
 }
+
+// envelopeCarrier writes W3C trace context into a request's envelope.
+type envelopeCarrier struct{ m *pmv1.WebSocketMessage }
+
+func (c envelopeCarrier) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return c.m.Traceparent
+	case "tracestate":
+		return c.m.Tracestate
+	}
+	return ""
+}
+
+func (c envelopeCarrier) Set(key, value string) {
+	switch key {
+	case "traceparent":
+		c.m.Traceparent = value
+	case "tracestate":
+		c.m.Tracestate = value
+	}
+}
+
+func (envelopeCarrier) Keys() []string { return []string{"traceparent", "tracestate"} }

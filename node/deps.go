@@ -65,8 +65,10 @@ type Store interface {
 // by pubsub.Hub). Events are encoded frames, forwarded byte for byte.
 type Fanout interface {
 	// Publish sends an event frame of a project to its subscribers on every
-	// node, except the subscriber whose ID is origin.
-	Publish(ctx context.Context, key pm.ProjectKey, revision int64, origin string, frame []byte) error
+	// node, except the subscriber whose ID is origin. committed is when the
+	// change committed, for the event's age at delivery; the trace context
+	// of ctx, if any, goes with the event.
+	Publish(ctx context.Context, key pm.ProjectKey, revision int64, origin string, frame []byte, committed time.Time) error
 	// PublishMemberRemoved tells every node to drop user's subscriptions to
 	// the project and to tell them so.
 	PublishMemberRemoved(ctx context.Context, key pm.ProjectKey, user uuid.UUID) error

@@ -70,10 +70,11 @@ const subscribeWait = 3 * time.Second
 
 // event is a committed change to publish after the response.
 type event struct {
-	key      pm.ProjectKey
-	revision int64
-	msg      *pmv1.WebSocketMessage // the payload subscribers receive
-	removed  uuid.UUID              // a member removed from the project, instead of msg
+	key       pm.ProjectKey
+	revision  int64
+	msg       *pmv1.WebSocketMessage // the payload subscribers receive
+	removed   uuid.UUID              // a member removed from the project, instead of msg
+	committed time.Time              // when the change committed (events with msg)
 }
 
 // handle runs one request: idempotency claim, validation, authorization and
@@ -84,6 +85,8 @@ func (c *session) handle(req *pmv1.WebSocketMessage) {
 	op := operation(req)
 	ctx, cancel := c.requestContext()
 	defer cancel()
+	ctx, span := c.startRequestSpan(ctx, req)
+	defer span.End()
 
 	outcome, frame, ev := c.respond(ctx, op, req)
 	if frame != nil {
@@ -91,12 +94,13 @@ func (c *session) handle(req *pmv1.WebSocketMessage) {
 	}
 	elapsed := c.srv.cfg.Now().Sub(start) // until the response is queued
 	if ev != nil {
-		c.publish(ev)
+		c.publish(ctx, ev)
 	}
 
+	endRequestSpan(span, outcome, ev)
 	c.srv.metrics.requests.WithLabelValues(op, outcome).Inc()
 	c.srv.metrics.requestSeconds.WithLabelValues(op).Observe(elapsed.Seconds())
-	c.srv.log.Info("request",
+	c.srv.log.InfoContext(ctx, "request",
 		"message_id", req.MessageId, "tenant", c.actor.Tenant, "user", c.actor.User,
 		"op", op, "outcome", outcome, "duration_ms", float64(elapsed.Microseconds())/1000, "conn", c.id)
 }
@@ -127,7 +131,7 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 		case errors.As(err, &perr):
 			return perr.Code, c.encode(req.MessageId, errorPayload(perr)), nil
 		default:
-			c.srv.log.Warn("idempotency ledger unavailable; running request without it",
+			c.srv.log.WarnContext(ctx, "idempotency ledger unavailable; running request without it",
 				"message_id", req.MessageId, "op", op, "err", err)
 		}
 	}
@@ -144,7 +148,7 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 		// The connection ended under the request, which its context
 		// then cut short: nothing committed, and nobody to answer.
 		if claimed {
-			c.settleClaim(key, token, nil)
+			c.settleClaim(ctx, key, token, nil)
 		}
 		return outcomeUndelivered, nil, nil
 	}
@@ -158,16 +162,16 @@ func (c *session) respond(ctx context.Context, op string, req *pmv1.WebSocketMes
 		if outcome == "ok" || replayable(outcome) {
 			record = c.record(resp, frame)
 		}
-		c.settleClaim(key, token, record)
+		c.settleClaim(ctx, key, token, record)
 	}
 	return outcome, frame, ev
 }
 
 // settleClaim ends an idempotency claim: it stores record as the request's
 // outcome, or, with none, releases the claim so that a retry runs again.
-// The ledger gets its own short deadline: the request's may be spent.
-func (c *session) settleClaim(key pm.RequestKey, token string, record []byte) {
-	ctx, cancel := context.WithTimeout(c.srv.ctx, time.Second)
+// The ledger gets its own short deadline: the request's (ctx) may be spent.
+func (c *session) settleClaim(reqCtx context.Context, key pm.RequestKey, token string, record []byte) {
+	ctx, cancel := context.WithTimeout(withSpanOf(c.srv.ctx, reqCtx), time.Second)
 	defer cancel()
 	ledger := c.srv.cfg.Idempotency
 	var err error
@@ -177,7 +181,7 @@ func (c *session) settleClaim(key pm.RequestKey, token string, record []byte) {
 		err = ledger.Release(ctx, key, token)
 	}
 	if err != nil {
-		c.srv.log.Warn("idempotency ledger: could not record the outcome", "message_id", key.MessageID, "err", err)
+		c.srv.log.WarnContext(ctx, "idempotency ledger: could not record the outcome", "message_id", key.MessageID, "err", err)
 	}
 }
 
@@ -201,7 +205,7 @@ func (c *session) publicError(ctx context.Context, op, messageID string, err err
 	if ctx.Err() != nil {
 		return &pm.Error{Code: pm.EUnavailable, Message: "the request timed out; retry", RetryAfterMillis: 1000}
 	}
-	c.srv.log.Error("request failed", "message_id", messageID, "op", op, "conn", c.id, "err", err)
+	c.srv.log.ErrorContext(ctx, "request failed", "message_id", messageID, "op", op, "conn", c.id, "err", err)
 	return pm.AsError(err)
 }
 
@@ -224,29 +228,34 @@ func (c *session) encode(messageID string, m *pmv1.WebSocketMessage) []byte {
 }
 
 // publish sends a committed change to every subscriber of its project, on
-// every node. The event is encoded once; subscribers get these bytes.
-func (c *session) publish(ev *event) {
+// every node. The event is encoded once; subscribers get these bytes. It
+// runs in a "publish" span, a child of the request's (reqCtx), whose trace
+// context travels with the event.
+func (c *session) publish(reqCtx context.Context, ev *event) {
 	// Its own short deadline: with Redis out of reach, a publish must not
 	// hold up the connection's next request for long (the fan-out then
 	// delivers on this node, and other nodes catch up by resync).
-	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.cfg.PublishTimeout)
+	ctx, cancel := context.WithTimeout(withSpanOf(c.srv.ctx, reqCtx), c.srv.cfg.PublishTimeout)
 	defer cancel()
+	ctx, span := c.startPublishSpan(ctx, ev)
+	defer span.End()
 	fanout := c.srv.cfg.Fanout
 	var err error
 	if ev.msg != nil {
 		frame, merr := proto.Marshal(c.push(ev.msg))
 		if merr != nil {
-			c.srv.log.Error("encode event", "err", merr)
+			c.srv.log.ErrorContext(ctx, "encode event", "err", merr)
 			return
 		}
-		err = fanout.Publish(ctx, ev.key, ev.revision, c.id, frame)
+		err = fanout.Publish(ctx, ev.key, ev.revision, c.id, frame, ev.committed)
 		c.srv.metrics.eventsPublished.Inc()
 	} else {
 		err = fanout.PublishMemberRemoved(ctx, ev.key, ev.removed)
 	}
 	if err != nil {
 		c.srv.metrics.publishErrors.Inc()
-		c.srv.log.Warn("publish failed; other nodes' subscribers catch up by resync",
+		recordError(span, err)
+		c.srv.log.WarnContext(ctx, "publish failed; other nodes' subscribers catch up by resync",
 			"project", ev.key.Project, "revision", ev.revision, "err", err)
 	}
 }
@@ -353,7 +362,7 @@ func (c *session) deleteWorkItem(ctx context.Context, r *pmv1.DeleteWorkItemRequ
 }
 
 func (c *session) changeEvent(project uuid.UUID, revision int64, msg *pmv1.WebSocketMessage) *event {
-	return &event{key: pm.ProjectKey{Tenant: c.actor.Tenant, Project: project}, revision: revision, msg: msg}
+	return &event{key: pm.ProjectKey{Tenant: c.actor.Tenant, Project: project}, revision: revision, msg: msg, committed: c.srv.cfg.Now()}
 }
 
 // projectIDs parses a Subscribe/Unsubscribe list: 1..limit UUIDs, duplicates
@@ -430,7 +439,7 @@ func (c *session) subscribe(ctx context.Context, r *pmv1.Subscribe) (*pmv1.WebSo
 			// and the fan-out sends ResyncRequired once it is live (which
 			// also checks the role again), so the client is served now and
 			// repaired then.
-			c.srv.log.Warn("subscription not yet confirmed by Redis; continuing degraded", "project", id, "conn", c.id, "err", err)
+			c.srv.log.WarnContext(ctx, "subscription not yet confirmed by Redis; continuing degraded", "project", id, "conn", c.id, "err", err)
 			err = nil
 		}
 		if err != nil {

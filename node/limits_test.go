@@ -354,7 +354,9 @@ func TestLimitSettingsRefused(t *testing.T) {
 // nopFanout is a Fanout for a node that is never started.
 type nopFanout struct{}
 
-func (nopFanout) Publish(context.Context, pm.ProjectKey, int64, string, []byte) error  { return nil }
+func (nopFanout) Publish(context.Context, pm.ProjectKey, int64, string, []byte, time.Time) error {
+	return nil
+}
 func (nopFanout) PublishMemberRemoved(context.Context, pm.ProjectKey, uuid.UUID) error { return nil }
 func (nopFanout) Subscribe(context.Context, pm.ProjectKey, pm.Subscriber) error        { return nil }
 func (nopFanout) Unsubscribe(pm.ProjectKey, pm.Subscriber)                             {}

@@ -46,7 +46,7 @@ func (c *session) getWorkItems(ctx context.Context, messageID string, r *pmv1.Ge
 	chunks := &chunker{limit: maxChunkBytes, send: func(list *pmv1.WorkItemsList) error {
 		frame := c.encode(messageID, &pmv1.WebSocketMessage{Payload: &pmv1.WebSocketMessage_WorkItemsList{WorkItemsList: list}})
 		if len(frame) > maxChunkBytes { // cannot happen: see chunker
-			c.srv.log.Error("load chunk over the limit", "message_id", messageID, "bytes", len(frame), "items", len(list.WorkItems))
+			c.srv.log.ErrorContext(ctx, "load chunk over the limit", "message_id", messageID, "bytes", len(frame), "items", len(list.WorkItems))
 		}
 		seq, err := c.enqueueWait(ctx, frame)
 		last = seq

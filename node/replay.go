@@ -105,7 +105,7 @@ func (c *session) replay(ctx context.Context, record []byte) []byte {
 	item, err := c.srv.cfg.Store.GetWorkItem(ctx, c.actor, id)
 	if err != nil {
 		if pm.ErrorCode(err) == pm.EInternal {
-			c.srv.log.Warn("replay: could not read the item again; answering with the record", "work_item_id", id, "err", err)
+			c.srv.log.WarnContext(ctx, "replay: could not read the item again; answering with the record", "work_item_id", id, "err", err)
 		}
 		return record
 	}

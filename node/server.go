@@ -29,6 +29,8 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/time/rate"
 )
 
@@ -126,6 +128,11 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// TracerProvider makes the spans of requests, their database
+	// transactions and their publishes (see docs/operations.md). Nil means
+	// the no-op provider: no spans, but a client's trace context still
+	// travels with the events its requests publish.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() error {
@@ -161,6 +168,11 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	} else {
+		c.Store = tracedStore{Store: c.Store, tracer: c.TracerProvider.Tracer(tracerName)}
+	}
 	return nil
 }
 
@@ -176,6 +188,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	metrics  *metrics
+	tracer   trace.Tracer
 	upgrader *gws.Upgrader
 	board    *board        // nil without Config.Assets
 	connect  *rate.Limiter // upgrades; nil: no limit
@@ -223,6 +236,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		metrics:  m,
+		tracer:   cfg.TracerProvider.Tracer(tracerName),
 		board:    b,
 		sessions: make(map[*session]struct{}),
 	}

@@ -91,7 +91,7 @@ func BenchmarkPublishRoundTrip(b *testing.B) {
 			b.ReportAllocs()
 			var want int64
 			for b.Loop() {
-				if err := h.Publish(ctx, key, 1, "", frame); err != nil {
+				if err := h.Publish(ctx, key, 1, "", frame, time.Now()); err != nil {
 					b.Fatal(err)
 				}
 				want += int64(n)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -167,7 +168,7 @@ func TestSharded(t *testing.T) {
 	publishAll := func(frame string) {
 		t.Helper()
 		for i, k := range keys {
-			if err := a.Publish(ctx, k, int64(i+1), author.id, []byte(frame+k.String())); err != nil {
+			if err := a.Publish(ctx, k, int64(i+1), author.id, []byte(frame+k.String()), time.Time{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -236,7 +237,7 @@ func TestShardedStandalone(t *testing.T) {
 	subscribe(t, b, k1, s1)
 	subscribe(t, b, k2, s2)
 	for _, k := range []pm.ProjectKey{k1, k2} {
-		if err := a.Publish(context.Background(), k, 1, "", []byte(k.String())); err != nil {
+		if err := a.Publish(context.Background(), k, 1, "", []byte(k.String()), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -305,7 +306,7 @@ func TestShardedSlotMigration(t *testing.T) {
 		return err == nil && len(n) == 2 && n[1] == int64(1)
 	})
 	for _, k := range []pm.ProjectKey{moving, staying} {
-		if err := pub.Publish(ctx, k, 1, "", []byte(k.String())); err != nil {
+		if err := pub.Publish(ctx, k, 1, "", []byte(k.String()), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -61,6 +61,13 @@
 // way: every hub drops the user's local subscriptions to the project and calls
 // SubscriptionRevoked(project, "removed from project") on each.
 //
+// Each event carries the time its change committed (Publish's committed) and
+// the W3C trace context of Publish's ctx. Every node that hands an event to
+// local subscribers, the publishing one included, observes the event's age
+// in pm_event_delivery_age_seconds; pm_pubsub_publish_duration_seconds times
+// each PUBLISH. With a HubConfig.TracerProvider, the fan-out of a traced
+// event runs in one "fanout" span per node, a child of the publisher's span.
+//
 // # Sharded mode (Redis Cluster)
 //
 // With HubConfig.Sharded the hub uses SSUBSCRIBE/SPUBLISH, so each channel

@@ -46,8 +46,7 @@ func (h *Hub) dispatch(it handoff) {
 	}
 	switch k := ev.Kind.(type) {
 	case *pmv1.BusEvent_Frame:
-		t.observe(ev.Revision)
-		h.deliver(t, ev.Origin, k.Frame)
+		h.fanOut(t, ev, k.Frame)
 	case *pmv1.BusEvent_RemovedUserId:
 		h.applyRemoval(t, k.RemovedUserId)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pmhq/pm"
@@ -63,8 +64,14 @@ type HubConfig struct {
 	Heads HeadReader
 	// Logger gets warnings about Redis. Nil discards them.
 	Logger *slog.Logger
-	// Registerer gets the pm_pubsub_* metrics. Nil registers them nowhere.
+	// Registerer gets the pm_pubsub_* metrics and
+	// pm_event_delivery_age_seconds. Nil registers them nowhere.
 	Registerer prometheus.Registerer
+	// TracerProvider makes the span of each traced event's fan-out on this
+	// node. Nil means none: no spans, and the fan-out does not even read
+	// an event's trace context (publishes still carry the one they are
+	// given).
+	TracerProvider trace.TracerProvider
 
 	// Test hooks. fanoutGate, when set, holds the fan-out goroutine before
 	// each message until it can receive from the channel (close it to let
@@ -100,6 +107,7 @@ type Hub struct {
 	headEvery time.Duration
 	log       *slog.Logger
 	m         *hubMetrics
+	tracer    trace.Tracer // nil without a TracerProvider: no fan-out spans
 
 	gate         <-chan struct{}
 	pingInterval time.Duration
@@ -156,6 +164,9 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TracerProvider != nil {
+		h.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
 	if cc, ok := cfg.Redis.(*redis.ClusterClient); ok && cfg.Sharded {
 		h.cluster = cc
@@ -306,16 +317,22 @@ func (h *Hub) UnsubscribeAll(sub pm.Subscriber) {
 }
 
 // Publish sends an event frame of a project at revision to its subscribers on
-// every node except the subscriber whose ID is origin. If Redis fails, it
+// every node except the subscriber whose ID is origin. committed is when the
+// change committed (zero: unknown), from which every node measures the
+// event's age at delivery; the trace context of ctx, if any, travels with the
+// event so that each node's fan-out joins the trace. If Redis fails, it
 // still delivers the frame to this node's subscribers, then returns the error.
 // (When the failure is a lost reply, the event may also come back through
 // Redis: subscribers see a revision twice and ignore the second.)
-func (h *Hub) Publish(ctx context.Context, key pm.ProjectKey, revision int64, origin string, frame []byte) error {
+func (h *Hub) Publish(ctx context.Context, key pm.ProjectKey, revision int64, origin string, frame []byte, committed time.Time) error {
 	ev := &pmv1.BusEvent{Revision: revision, Origin: origin, Kind: &pmv1.BusEvent_Frame{Frame: frame}}
+	if !committed.IsZero() {
+		ev.CommittedAtUnixNano = committed.UnixNano()
+	}
+	injectTrace(ctx, ev)
 	if err := h.publish(ctx, key, ev); err != nil {
 		if t := h.lookup(h.channel(key)); t != nil {
-			t.observe(revision)
-			h.deliver(t, origin, frame)
+			h.fanOut(t, ev, frame)
 		}
 		return fmt.Errorf("pubsub: publish %s revision %d: %w", key, revision, err)
 	}
@@ -350,11 +367,13 @@ func (h *Hub) publish(ctx context.Context, key pm.ProjectKey, ev *pmv1.BusEvent)
 		return fmt.Errorf("encode bus event: %w", err)
 	}
 	name := h.channel(key)
+	start := time.Now()
 	if h.sharded {
 		err = h.rdb.SPublish(ctx, name, payload).Err()
 	} else {
 		err = h.rdb.Publish(ctx, name, payload).Err()
 	}
+	h.m.publishSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		h.m.publishErrors.Inc()
 	}
@@ -407,8 +426,9 @@ func (h *Hub) revoke(t *topic, user uuid.UUID) {
 	}
 }
 
-// deliver hands frame to every subscriber of t but origin.
-func (h *Hub) deliver(t *topic, origin string, frame []byte) {
+// deliver hands frame to every subscriber of t but origin and returns how
+// many got it.
+func (h *Hub) deliver(t *topic, origin string, frame []byte) int {
 	n := 0
 	for _, m := range t.members() {
 		if m.id == origin {
@@ -420,4 +440,5 @@ func (h *Hub) deliver(t *topic, origin string, frame []byte) {
 	if n > 0 {
 		h.m.delivered.Add(float64(n))
 	}
+	return n
 }

@@ -42,7 +42,7 @@ func TestPublishReachesEveryNodeButTheOrigin(t *testing.T) {
 	for i, ev := range []struct{ origin, frame string }{
 		{author.id, "first"}, {neighbour.id, "second"}, {"", "third"},
 	} {
-		if err := a.Publish(ctx, key, int64(i+1), ev.origin, []byte(ev.frame)); err != nil {
+		if err := a.Publish(ctx, key, int64(i+1), ev.origin, []byte(ev.frame), time.Time{}); err != nil {
 			t.Fatalf("Publish %s: %v", ev.frame, err)
 		}
 	}
@@ -113,7 +113,7 @@ func TestChannelFollowsLocalSubscribers(t *testing.T) {
 	subscribe(t, h, key, s2)
 	subscribe(t, h, key, s2) // twice is harmless
 	h.Unsubscribe(key, s1)
-	if err := h.Publish(context.Background(), key, 1, "", []byte("still here")); err != nil {
+	if err := h.Publish(context.Background(), key, 1, "", []byte("still here"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the remaining subscriber's event", func() bool { return s2.has("still here") })
@@ -140,7 +140,7 @@ func TestChannelFollowsLocalSubscribers(t *testing.T) {
 	if got := channels(t, admin, h.prefix); !slices.Equal(got, []string{name}) {
 		t.Fatalf("after subscribing again: channels %q, want %q", got, name)
 	}
-	if err := h.Publish(context.Background(), key, 2, "", []byte("again")); err != nil {
+	if err := h.Publish(context.Background(), key, 2, "", []byte("again"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the event after resubscribing", func() bool { return s1.has("again") })
@@ -163,7 +163,7 @@ func TestUnsubscribeAllLeavesEveryProject(t *testing.T) {
 	want := []string{h.channel(keys[0])}
 	waitFor(t, "only the stayer's channel", func() bool { return slices.Equal(channels(t, admin, h.prefix), want) })
 	for _, k := range keys {
-		if err := h.Publish(context.Background(), k, 1, "", []byte(k.String())); err != nil {
+		if err := h.Publish(context.Background(), k, 1, "", []byte(k.String()), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -204,10 +204,10 @@ func TestMemberRemovedRevokesOnlyThatUser(t *testing.T) {
 	})
 
 	ctx := context.Background()
-	if err := b.Publish(ctx, project, 1, "", []byte("after")); err != nil {
+	if err := b.Publish(ctx, project, 1, "", []byte("after"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Publish(ctx, other, 1, "", []byte("other project")); err != nil {
+	if err := b.Publish(ctx, other, 1, "", []byte("other project"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "events after the removal", func() bool {
@@ -236,7 +236,7 @@ func TestHandoffOverflowDropsAndResyncs(t *testing.T) {
 
 	const n = 6
 	for i := range n {
-		if err := pub.Publish(context.Background(), key, int64(i+1), "", []byte{byte('a' + i)}); err != nil {
+		if err := pub.Publish(context.Background(), key, int64(i+1), "", []byte{byte('a' + i)}, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -266,7 +266,7 @@ func TestHandoffOverflowDropsAndResyncs(t *testing.T) {
 	victim := newRecorder(user)
 	subscribe(t, h2, key, victim)
 	for i := range 3 {
-		if err := pub.Publish(context.Background(), key, int64(n+i+1), "", []byte("filler")); err != nil {
+		if err := pub.Publish(context.Background(), key, int64(n+i+1), "", []byte("filler"), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -329,7 +329,7 @@ func TestReconnectResyncsAndEventsFlowAgain(t *testing.T) {
 	if got := value(b.m.reconnects); got != 1 {
 		t.Errorf("reconnects %v, want 1", got)
 	}
-	if err := a.Publish(context.Background(), p1, 1, "", []byte("after")); err != nil {
+	if err := a.Publish(context.Background(), p1, 1, "", []byte("after"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "an event after the reconnect", func() bool { return s1.has("after") && sa.has("after") })
@@ -352,7 +352,7 @@ func TestHalfOpenConnectionIsReplaced(t *testing.T) {
 
 	p.Freeze() // the connection stays open but nothing comes back
 	waitFor(t, "the resync notice", func() bool { return s.resynced(key.Project, ReasonRedisReconnected) })
-	if err := pub.Publish(context.Background(), key, 1, "", []byte("after")); err != nil {
+	if err := pub.Publish(context.Background(), key, 1, "", []byte("after"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "an event on the new connection", func() bool { return s.has("after") })
@@ -375,7 +375,7 @@ func TestRedisUnreachable(t *testing.T) {
 	}
 
 	start := time.Now()
-	err := h.Publish(context.Background(), key, 1, author.id, []byte("local"))
+	err := h.Publish(context.Background(), key, 1, author.id, []byte("local"), time.Time{})
 	if err == nil {
 		t.Fatal("Publish with Redis down succeeded")
 	}
@@ -413,7 +413,7 @@ func TestRedisUnreachable(t *testing.T) {
 		return author.resynced(key.Project, ReasonLateConfirmation) && neighbour.resynced(key.Project, ReasonLateConfirmation)
 	})
 	pub := MustHub(t, HubConfig{Redis: MustClient(t, ""), Prefix: prefix})
-	if err := pub.Publish(context.Background(), key, 2, "", []byte("through redis")); err != nil {
+	if err := pub.Publish(context.Background(), key, 2, "", []byte("through redis"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "events through Redis", func() bool { return neighbour.has("through redis") })
@@ -438,7 +438,7 @@ func TestHeadCheck(t *testing.T) {
 	hr.set(lossy, 7)
 	for rev := int64(1); rev <= 3; rev++ {
 		hr.set(active, rev)
-		if err := h.Publish(context.Background(), active, rev, "", []byte("ev")); err != nil {
+		if err := h.Publish(context.Background(), active, rev, "", []byte("ev"), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -482,7 +482,7 @@ func TestCloseIsFinal(t *testing.T) {
 	if err := h.Subscribe(context.Background(), key, newRecorder(uuid.New())); !errors.Is(err, ErrClosed) {
 		t.Errorf("Subscribe after Close: %v", err)
 	}
-	if err := h.Publish(context.Background(), key, 1, "", nil); !errors.Is(err, ErrClosed) {
+	if err := h.Publish(context.Background(), key, 1, "", nil, time.Time{}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Publish after Close: %v", err)
 	}
 }

@@ -8,14 +8,16 @@ import (
 
 // hubMetrics are the Hub's pm_pubsub_* metrics.
 type hubMetrics struct {
-	received      prometheus.Counter
-	delivered     prometheus.Counter
-	drops         prometheus.Counter
-	publishErrors prometheus.Counter
-	reconnects    prometheus.Counter
-	resyncs       *prometheus.CounterVec
-	channels      prometheus.Gauge
-	subscriptions prometheus.Gauge
+	received       prometheus.Counter
+	delivered      prometheus.Counter
+	drops          prometheus.Counter
+	publishErrors  prometheus.Counter
+	reconnects     prometheus.Counter
+	resyncs        *prometheus.CounterVec
+	channels       prometheus.Gauge
+	subscriptions  prometheus.Gauge
+	deliveryAge    prometheus.Histogram
+	publishSeconds prometheus.Histogram
 }
 
 func newHubMetrics(reg prometheus.Registerer, queued func() float64) (*hubMetrics, error) {
@@ -52,6 +54,16 @@ func newHubMetrics(reg prometheus.Registerer, queued func() float64) (*hubMetric
 			Name: "pm_pubsub_local_subscriptions",
 			Help: "Subscriptions of local subscribers (connections) to projects on this node.",
 		}),
+		deliveryAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pm_event_delivery_age_seconds",
+			Help:    "Age of events (since their commit on the publishing node) when this node hands them to its local subscribers; across nodes it includes their clocks' difference.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pm_pubsub_publish_duration_seconds",
+			Help:    "Time Redis took to answer a PUBLISH (SPUBLISH) of an event, failures included.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
 	}
 	for _, r := range []string{ReasonEventsDropped, ReasonRedisReconnected, ReasonLateConfirmation, ReasonMissedEvents} {
 		m.resyncs.WithLabelValues(r)
@@ -60,7 +72,7 @@ func newHubMetrics(reg prometheus.Registerer, queued func() float64) (*hubMetric
 		Name: "pm_pubsub_handoff_queued",
 		Help: "Messages waiting in the queue from the Redis reader to the fan-out.",
 	}, queued)
-	return m, register(reg, m.received, m.delivered, m.drops, m.publishErrors, m.reconnects, m.resyncs, m.channels, m.subscriptions, queue)
+	return m, register(reg, m.received, m.delivered, m.drops, m.publishErrors, m.reconnects, m.resyncs, m.channels, m.subscriptions, m.deliveryAge, m.publishSeconds, queue)
 }
 
 // ledgerMetrics are the Ledger's pm_idempotency_* metrics.

@@ -26,11 +26,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/pubsub"
 	"github.com/pmhq/pm/quota"
 	"github.com/pmhq/pm/repo"
+	"github.com/pmhq/pm/tracing"
 	"github.com/pmhq/pm/web"
 )
 
@@ -215,9 +217,9 @@ func newLogger(c config, w io.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch c.LogFormat {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(tracing.LogHandler(slog.NewJSONHandler(w, opts))), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(tracing.LogHandler(slog.NewTextHandler(w, opts))), nil
 	}
 	return nil, fmt.Errorf("log format %q: want json or text", c.LogFormat)
 }
@@ -304,6 +306,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log = log.With("node", cfg.NodeID)
 
+	// Tracing is off unless an OTLP endpoint is set: node and pubsub then
+	// get no provider and use the no-op one.
+	var tp trace.TracerProvider
+	if tracing.Enabled(getenv) {
+		sdk, err := tracing.New(ctx, getenv, cfg.NodeID)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
+			defer cancel()
+			if err := sdk.Shutdown(sctx); err != nil {
+				log.Warn("tracing: spans not exported at shutdown", "err", err)
+			}
+		}()
+		tp = sdk
+		log.Info("tracing: exporting spans by OTLP/HTTP")
+	}
+
 	if cfg.Migrate {
 		mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 		err := repo.Migrate(mctx, cfg.DatabaseURL, log)
@@ -347,6 +368,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Heads:             store,
 		Logger:            log,
 		Registerer:        reg,
+		TracerProvider:    tp,
 	})
 	if err != nil {
 		return err
@@ -422,9 +444,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		// (writes commit; cross-node events and replays wait for Redis), and
 		// failing every node's check at once would turn a Redis blip into
 		// an outage.
-		Logger:     log,
-		Registerer: reg,
-		Gatherer:   reg,
+		Logger:         log,
+		Registerer:     reg,
+		Gatherer:       reg,
+		TracerProvider: tp,
 	})
 	if err != nil {
 		return err
@@ -477,6 +500,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // Limits of both listeners that are not settings: no endpoint takes a
 // request body, and every response is small.
 const (
+	tracingFlushTimeout = 5 * time.Second // exporting the last spans at shutdown
 	maxRequestBodyBytes = 64 << 10
 	httpWriteTimeout    = 30 * time.Second
 )

@@ -37,11 +37,17 @@ func baseEnv(t *testing.T) map[string]string {
 // addresses and a function that stops it and returns run's result.
 func startRun(t *testing.T, env map[string]string) (client, admin net.Addr, stop func() error) {
 	t.Helper()
+	return startRunLogging(t, env, io.Discard)
+}
+
+// startRunLogging is startRun with the node's log written to logs.
+func startRunLogging(t *testing.T, env map[string]string, logs io.Writer) (client, admin net.Addr, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan [2]net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, nil, envOf(env), io.Discard, func(client, admin net.Addr) { addrs <- [2]net.Addr{client, admin} })
+		done <- run(ctx, nil, envOf(env), logs, func(client, admin net.Addr) { addrs <- [2]net.Addr{client, admin} })
 	}()
 	stopped := false
 	stop = func() error {
