@@ -375,6 +375,39 @@ describe("the board, live, for a team", () => {
     await context.close();
   });
 
+  test("a token about to expire is renewed from a banner, in band: the board stays open on its connection", async () => {
+    const short = await control("GET", "/tokens/dora?ttl=20s");
+    const exp = JSON.parse(Buffer.from(short.split(".")[1], "base64url").toString()).exp;
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await context.newPage();
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    await page.goto(`${seed.board}/#token=${encodeURIComponent(short)}&project=${seed.project}`);
+    await page.getByTestId("board").waitFor();
+    await live(page);
+    // A little before expiry the board asks for a new token, and stays usable meanwhile.
+    const banner = page.getByTestId("renew-banner");
+    await banner.waitFor({ timeout: 20000 });
+    assert.match(await banner.textContent(), /Your session ends in \d+ s/);
+    await createItem(page, "Made by Dora while asked to renew", { status: "Backlog" });
+    await shot(page, "16-renew-banner", { fullPage: false });
+    await banner.getByLabel("New access token").fill(await control("GET", "/tokens/dora?ttl=1h"));
+    await banner.getByRole("button", { name: "Renew session" }).click();
+    await banner.waitFor({ state: "detached" });
+    // Past the first token's expiry (the node would have closed with 4500): still
+    // live, on the same single connection, and changes still go both ways.
+    await page.waitForFunction((ms) => Date.now() > ms, exp * 1000 + 2000, { timeout: 30000, polling: 250 });
+    await live(page);
+    assert.equal(await page.getByTestId("signin-form").count(), 0);
+    await createItem(page, "Made by Dora after renewing in band", { status: "Backlog" });
+    await seen(pages.bob, "Made by Dora after renewing in band", Date.now());
+    await createItem(pages.bob, "Bob's card for Dora's renewed board", { status: "Backlog" });
+    await seen(page, "Bob's card for Dora's renewed board", Date.now());
+    assert.equal(sockets.length, 1, `the page opened ${sockets.length} WebSockets: ${sockets.join(", ")}`);
+    await shot(page, "17-renewed");
+    await context.close();
+  });
+
   test("no page logged an error", () => {
     for (const [who, p] of Object.entries(pages)) {
       const bad = p.errors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED|net::/.test(e));
