@@ -59,13 +59,17 @@ func (c *session) armExpiryLocked(expires time.Time) {
 	c.expires = expires
 	c.expiryGen++
 	gen := c.expiryGen
-	c.expiry = time.AfterFunc(max(expires.Sub(c.srv.cfg.Now()), 0), func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.expiryGen == gen {
-			c.closeLocked(CloseTokenExpired, "token expired")
-		}
-	})
+	c.expiry = time.AfterFunc(max(expires.Sub(c.srv.cfg.Now()), 0), func() { c.expire(gen) })
+}
+
+// expire is the expiry timer of generation gen firing: it closes the
+// connection with 4500 unless a refresh has armed a newer timer meanwhile.
+func (c *session) expire(gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expiryGen == gen {
+		c.closeLocked(CloseTokenExpired, "token expired")
+	}
 }
 
 // extend moves the connection's expiry, unless the connection is closing
