@@ -155,9 +155,9 @@ type node struct {
 	id     string
 	out    *logBuffer
 	proc   *proc
-	listen string // host:port of /ws
-	admin  string // host:port of /readyz, /metrics
-	offset int    // out's length at the last start
+	listen string   // host:port of /ws
+	admin  string   // host:port of /readyz, /metrics
+	offset int      // out's length at the last start
 	env    []string // more PM_* settings of this node alone
 }
 
