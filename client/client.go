@@ -2,7 +2,8 @@
 // a pm node and everything a program needs on top of it: request/response
 // correlation by message_id, typed calls with errors as *pm.Error,
 // reconnection with backoff (to any node behind the load balancer or of a
-// list) that re-sends the requests in flight under their message_id, and
+// list) that re-sends the requests in flight under their message_id, token
+// refresh in band ahead of expiry through a token source, and
 // local replicas of subscribed projects that it keeps ordered and gap-free
 // by revision, resyncing from the last applied revision whenever an event is
 // missing, the node asks for it, or the connection was lost.
@@ -31,10 +32,15 @@ type Options struct {
 	// Token is the bearer token sent at every (re)connect, unless
 	// TokenSource is set.
 	Token string
-	// TokenSource, if set, is asked for a token at every (re)connect. With
-	// it the client also reconnects after the node closed with 1008 or
+	// TokenSource, if set, is asked for a token at every (re)connect, and
+	// ahead of the connection's token expiry (from its exp claim, when 70–80%
+	// of its remaining lifetime has passed): a token that expires later is
+	// sent in band (RefreshTokenRequest), so the connection outlives its
+	// first token; a failure is retried until the connection ends. With it
+	// the client also reconnects after the node closed with 1008 or
 	// 4500–4999 (e.g. 4500 token expired), provided it returns a different
-	// token; without it those closes stop the client.
+	// token; without it those closes stop the client, and a static Token is
+	// never refreshed.
 	TokenSource func(ctx context.Context) (string, error)
 	// URLs are more node addresses (ws:// or wss://…/ws) beside the one
 	// given to Dial; reconnects try them in turn. Behind a load balancer one

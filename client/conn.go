@@ -20,14 +20,15 @@ import (
 
 // conn is one WebSocket connection. Two goroutines serve it: the reader
 // (gws's ReadLoop), which routes every message to the client without
-// blocking, and the pinger. lost is closed when the reader has stopped;
+// blocking, and the pinger; with a token source, a third refreshes its
+// token (refreshLoop). lost is closed when the reader has stopped;
 // wait returns when both have.
 type conn struct {
 	c     *Client
 	ws    *gws.Conn
 	url   string
 	idx   int    // index of url in the client's addresses
-	token string // the token the connection was opened with
+	token string // the token the connection was opened with, or refreshed to
 
 	lost     chan struct{}
 	wg       sync.WaitGroup
@@ -86,6 +87,10 @@ func (c *Client) dial(ctx context.Context, idx int, token string) (*conn, error)
 	cn.ws = ws
 	cn.refreshDeadline()
 	cn.wg.Add(2)
+	if c.opts.TokenSource != nil {
+		cn.wg.Add(1)
+		go cn.refreshLoop()
+	}
 	go func() {
 		defer cn.wg.Done()
 		ws.ReadLoop()

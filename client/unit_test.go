@@ -155,3 +155,45 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+func TestRefreshDelayIsAJitteredShareOfTheRemainingLifetime(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := refreshDelay(10 * time.Minute)
+		if d < 7*time.Minute || d > 8*time.Minute {
+			t.Fatalf("refreshDelay(10m) = %v, want 7m to 8m", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 100 {
+		t.Fatalf("only %d distinct delays in 200: no jitter", len(seen))
+	}
+	for _, remaining := range []time.Duration{0, -time.Second} {
+		if d := refreshDelay(remaining); d != 0 {
+			t.Fatalf("refreshDelay(%v) = %v, want 0", remaining, d)
+		}
+	}
+}
+
+func TestTokenExpiry(t *testing.T) {
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	sign := func(claims jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte("k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if got, ok := tokenExpiry(sign(jwt.MapClaims{"sub": "x", "exp": exp.Unix()})); !ok || !got.Equal(exp) {
+		t.Fatalf("tokenExpiry = %v, %v; want %v", got, ok, exp)
+	}
+	for name, token := range map[string]string{
+		"no exp":    sign(jwt.MapClaims{"sub": "x"}),
+		"not a JWT": "opaque-token",
+		"empty":     "",
+	} {
+		if got, ok := tokenExpiry(token); ok {
+			t.Errorf("%s: tokenExpiry = %v, true; want false", name, got)
+		}
+	}
+}

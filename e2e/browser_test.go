@@ -105,6 +105,18 @@ func TestBrowserBoard(t *testing.T) {
 	})
 	_ = admin.Close() // the scripts count the pages' connections per node
 
+	// One more node, outside HAProxy, whose board gets its tokens from an
+	// endpoint (PM_BOARD_TOKEN_URL) on another origin.
+	tokenURL := startTokenEndpoint(t, c, tenant, people["dora"])
+	tokenNode := &node{c: c, id: "node-token-url", out: &logBuffer{}, env: []string{"PM_BOARD_TOKEN_URL=" + tokenURL}}
+	t.Cleanup(tokenNode.stop)
+	if err := tokenNode.start(); err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	if err := tokenNode.waitReady(startWait); err != nil {
+		t.Fatalf("e2e: %v\n%s", err, tokenNode.out.tail(40))
+	}
+
 	control := startControl(t, c, tenant, people)
 	artifacts := os.Getenv("PM_ARTIFACTS")
 	if artifacts == "" {
@@ -119,15 +131,16 @@ func TestBrowserBoard(t *testing.T) {
 		nodeURLs[i] = "http://" + n.listen
 	}
 	seed, err := json.Marshal(map[string]any{
-		"board":     "http://" + c.lb.addr,
-		"nodes":     nodeURLs,
-		"control":   control,
-		"tenant":    tenant,
-		"project":   project.Id,
-		"big":       big.Id,
-		"people":    people,
-		"artifacts": artifacts,
-		"chromium":  chromium,
+		"board":      "http://" + c.lb.addr,
+		"tokenBoard": map[string]string{"url": "http://" + tokenNode.listen, "endpoint": tokenURL},
+		"nodes":      nodeURLs,
+		"control":    control,
+		"tenant":     tenant,
+		"project":    project.Id,
+		"big":        big.Id,
+		"people":     people,
+		"artifacts":  artifacts,
+		"chromium":   chromium,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -233,4 +246,42 @@ func startControl(t *testing.T, c *cluster, tenant string, people map[string]*br
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+// startTokenEndpoint serves an identity service's token endpoint on
+// loopback, as PM_BOARD_TOKEN_URL names one: GET /token answers a browser
+// that holds the session cookie pm_session=<who's id> with a 20-second
+// token of who, as JSON {"token": …}, with CORS for credentialed requests
+// from loopback origins; anyone else gets 401. It returns the endpoint's
+// URL.
+func startTokenEndpoint(t *testing.T, c *cluster, tenant string, who *browserUser) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /token", func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); strings.HasPrefix(origin, "http://127.0.0.1:") {
+			w.Header().Set("Access-Control-Allow-Origin", origin)
+			w.Header().Set("Access-Control-Allow-Credentials", "true")
+			w.Header().Set("Vary", "Origin")
+		}
+		if cookie, err := r.Cookie("pm_session"); err != nil || cookie.Value != who.ID {
+			http.Error(w, `{"error":"login_required"}`, http.StatusUnauthorized)
+			return
+		}
+		tok, err := client.NewTokenWithProfile(c.secret, tenant, uuid.MustParse(who.ID), 20*time.Second, pm.Profile{Name: who.Name, Email: who.Email})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(map[string]string{"token": tok})
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String() + "/token"
 }

@@ -155,9 +155,10 @@ type node struct {
 	id     string
 	out    *logBuffer
 	proc   *proc
-	listen string // host:port of /ws
-	admin  string // host:port of /readyz, /metrics
-	offset int    // out's length at the last start
+	listen string   // host:port of /ws
+	admin  string   // host:port of /readyz, /metrics
+	offset int      // out's length at the last start
+	env    []string // more PM_* settings of this node alone
 }
 
 var servingLine = regexp.MustCompile(`msg=serving .*listen_addr=(\S+) admin_addr=(\S+)`)
@@ -188,6 +189,7 @@ func (n *node) start() error {
 		env = append(env, "PM_HEAD_CHECK_INTERVAL="+c.opts.headCheck.String())
 	}
 	env = append(env, c.opts.env...)
+	env = append(env, n.env...)
 	n.offset = n.out.Len()
 	n.out.mark("starting %s", n.id)
 	p, err := startProc(n.id, n.out, env, nodeBin)

@@ -70,6 +70,13 @@ type Authenticator struct {
 // ErrUnauthenticated is wrapped by every refusal of a token.
 var ErrUnauthenticated = errors.New("unauthenticated")
 
+// The refusals of Verify's own checks, wrapped beside ErrUnauthenticated.
+var (
+	errSubject  = errors.New("sub is not a user UUID in canonical form (lower case, hyphenated)")
+	errLifetime = errors.New("token lifetime exceeds the maximum")
+	errTenant   = errors.New("tenant_id is missing or malformed")
+)
+
 // NewAuthenticator makes an Authenticator. With a JWKS URL it fetches the key
 // set and keeps it fresh until ctx ends.
 func NewAuthenticator(ctx context.Context, cfg AuthConfig) (*Authenticator, error) {
@@ -127,7 +134,7 @@ func (a *Authenticator) Verify(token string) (Identity, error) {
 	// urn:uuid: and no hyphens, which would make one user several actors.
 	user, err := uuid.Parse(claims.Subject)
 	if err != nil || user == uuid.Nil || user.String() != claims.Subject {
-		return Identity{}, fmt.Errorf("%w: sub is not a user UUID in canonical form (lower case, hyphenated)", ErrUnauthenticated)
+		return Identity{}, fmt.Errorf("%w: %w", ErrUnauthenticated, errSubject)
 	}
 	if a.cfg.MaxLifetime > 0 {
 		from := a.cfg.Now()
@@ -135,11 +142,11 @@ func (a *Authenticator) Verify(token string) (Identity, error) {
 			from = claims.IssuedAt.Time
 		}
 		if life := claims.ExpiresAt.Sub(from); life > a.cfg.MaxLifetime+a.cfg.Leeway {
-			return Identity{}, fmt.Errorf("%w: token lifetime %v exceeds the maximum %v", ErrUnauthenticated, life.Round(time.Second), a.cfg.MaxLifetime)
+			return Identity{}, fmt.Errorf("%w: %w: %v > %v", ErrUnauthenticated, errLifetime, life.Round(time.Second), a.cfg.MaxLifetime)
 		}
 	}
 	if !pm.ValidTenant(claims.TenantID) {
-		return Identity{}, fmt.Errorf("%w: tenant_id is missing or malformed", ErrUnauthenticated)
+		return Identity{}, fmt.Errorf("%w: %w", ErrUnauthenticated, errTenant)
 	}
 	name, _ := claims.Name.(string)
 	email, _ := claims.Email.(string)

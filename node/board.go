@@ -6,10 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"html"
 	"io/fs"
 	"mime"
 	"net/http"
+	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -36,7 +39,8 @@ const (
 // fragment, so no deep link needs index.html). Files are read into memory
 // once, with a strong ETag each.
 type board struct {
-	files map[string]*boardFile // by path in the bundle
+	files  map[string]*boardFile // by path in the bundle
+	policy string                // the Content-Security-Policy
 }
 
 type boardFile struct {
@@ -46,11 +50,57 @@ type boardFile struct {
 	etag        string
 }
 
+// boardPolicy is BoardPolicy with connect-src admitting the token
+// endpoint's origin too, when it is on another one.
+func boardPolicy(tokenOrigin string) string {
+	if tokenOrigin == "" {
+		return BoardPolicy
+	}
+	return strings.Replace(BoardPolicy, "connect-src 'self'", "connect-src 'self' "+tokenOrigin, 1)
+}
+
+// checkTokenURL checks Config.BoardTokenURL and returns the origin the
+// page's policy must admit for it: "" for a path on the board's own host.
+func checkTokenURL(raw string) (origin string, err error) {
+	if strings.HasPrefix(raw, "/") && !strings.HasPrefix(raw, "//") {
+		if _, err := url.ParseRequestURI(raw); err != nil {
+			return "", fmt.Errorf("board token URL %q: %w", raw, err)
+		}
+		return "", nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("board token URL %q: %w", raw, err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return "", fmt.Errorf("board token URL %q: want an http(s) URL without user info or fragment, or a path on the board's host (/…)", raw)
+	}
+	origin = u.Scheme + "://" + u.Host
+	if strings.ContainsAny(origin, " ;,'\"") {
+		return "", fmt.Errorf("board token URL %q: the host has characters a URL's origin cannot have", raw)
+	}
+	return origin, nil
+}
+
+// tokenURLMeta is the tag that tells the page where to fetch tokens: a meta
+// element, which the page's policy (no inline script) lets it read.
+func tokenURLMeta(tokenURL string) []byte {
+	return []byte(`<meta name="pm-token-url" content="` + html.EscapeString(tokenURL) + `">`)
+}
+
 // newBoard reads a bundle. Files and folders whose names start with a dot
 // (e.g. a build manifest in .vite/) are not served. A bundle without
-// index.html is refused.
-func newBoard(assets fs.FS) (*board, error) {
-	b := &board{files: make(map[string]*boardFile)}
+// index.html is refused. With a token URL, index.html names it to the page
+// (in the head) and the policy admits it.
+func newBoard(assets fs.FS, tokenURL string) (*board, error) {
+	b := &board{files: make(map[string]*boardFile), policy: BoardPolicy}
+	if tokenURL != "" {
+		origin, err := checkTokenURL(tokenURL)
+		if err != nil {
+			return nil, err
+		}
+		b.policy = boardPolicy(origin)
+	}
 	err := fs.WalkDir(assets, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -67,6 +117,12 @@ func newBoard(assets fs.FS) (*board, error) {
 		content, err := fs.ReadFile(assets, name)
 		if err != nil {
 			return err
+		}
+		if name == "index.html" && tokenURL != "" {
+			content, err = injectHead(content, tokenURLMeta(tokenURL))
+			if err != nil {
+				return err
+			}
 		}
 		sum := sha256.Sum256(content)
 		f := &boardFile{
@@ -90,10 +146,19 @@ func newBoard(assets fs.FS) (*board, error) {
 	return b, nil
 }
 
+// injectHead puts tag at the end of the page's head.
+func injectHead(page, tag []byte) ([]byte, error) {
+	i := bytes.Index(bytes.ToLower(page), []byte("</head>"))
+	if i < 0 {
+		return nil, errors.New("the board's index.html has no </head> to name the token URL in")
+	}
+	return slices.Concat(page[:i], tag, []byte("\n"), page[i:]), nil
+}
+
 // ServeHTTP serves GET and HEAD requests, conditional ones too.
 func (b *board) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Set("Content-Security-Policy", BoardPolicy)
+	h.Set("Content-Security-Policy", b.policy)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	name := strings.TrimPrefix(r.URL.Path, "/")

@@ -232,3 +232,70 @@ func TestBoardOriginIsAdmitted(t *testing.T) {
 		})
 	}
 }
+
+// With a token endpoint, the page names it in a meta element (escaped) and
+// its policy's connect-src admits the endpoint's origin, on every board
+// response; a path on the board's own host needs no more than 'self'.
+func TestBoardTokenURL(t *testing.T) {
+	for _, tt := range []struct {
+		tokenURL, meta, csp string
+	}{
+		{
+			"https://id.example.test:8443/pm/token?aud=pm&next=<x>",
+			`<meta name="pm-token-url" content="https://id.example.test:8443/pm/token?aud=pm&amp;next=&lt;x&gt;">`,
+			strings.Replace(boardCSP, "connect-src 'self'", "connect-src 'self' https://id.example.test:8443", 1),
+		},
+		{"/auth/token", `<meta name="pm-token-url" content="/auth/token">`, boardCSP},
+	} {
+		t.Run(tt.tokenURL, func(t *testing.T) {
+			c := nodetest.Start(t, nodetest.Options{Board: true, Configure: func(cfg *node.Config) { cfg.BoardTokenURL = tt.tokenURL }})
+			base := c.Nodes[0].HTTPURL()
+			resp, index := fetch(t, http.MethodGet, base+"/", nil)
+			head, _, _ := strings.Cut(index, "</head>")
+			if resp.StatusCode != http.StatusOK || !strings.Contains(head, tt.meta) {
+				t.Fatalf("GET /: %d, head without %s:\n%s", resp.StatusCode, tt.meta, index)
+			}
+			js := regexp.MustCompile(`src="(/assets/[^"]+)"`).FindStringSubmatch(index)
+			if js == nil {
+				t.Fatalf("index.html names no script:\n%s", index)
+			}
+			asset, _ := fetch(t, http.MethodGet, base+js[1], nil)
+			for what, r := range map[string]*http.Response{"/": resp, js[1]: asset} {
+				if got := r.Header.Get("Content-Security-Policy"); got != tt.csp {
+					t.Errorf("%s: Content-Security-Policy = %q, want %q", what, got, tt.csp)
+				}
+			}
+		})
+	}
+}
+
+// A token URL the page could not use, or that would widen its policy in
+// ways not meant, is refused at start, as is a page without a head to name
+// it in.
+func TestBoardTokenURLRefusals(t *testing.T) {
+	auth, err := node.NewAuthenticator(t.Context(), node.AuthConfig{HMACSecret: []byte("secret")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withHead := fstest.MapFS{"index.html": {Data: []byte("<!doctype html><head><title>pm</title></head>")}}
+	for _, tt := range []struct {
+		tokenURL string
+		assets   fstest.MapFS
+		want     string
+	}{
+		{"ftp://id.example.test/token", withHead, "want an http(s) URL"},
+		{"javascript:alert(1)", withHead, "want an http(s) URL"},
+		{"https://user:pw@id.example.test/token", withHead, "want an http(s) URL"},
+		{"https:///token", withHead, "want an http(s) URL"},
+		{"auth/token", withHead, "want an http(s) URL"},
+		{"//id.example.test/token", withHead, "want an http(s) URL"},
+		{"https://id.example.test/token#x", withHead, "want an http(s) URL"},
+		{"https://id.example.test/token", testBundle, "no </head>"},
+	} {
+		_, err := node.New(node.Config{Store: struct{ node.Store }{}, Fanout: struct{ node.Fanout }{}, Auth: auth,
+			Assets: tt.assets, BoardTokenURL: tt.tokenURL})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("token URL %q: %v; want an error saying %q", tt.tokenURL, err, tt.want)
+		}
+	}
+}

@@ -167,9 +167,10 @@ func (c *session) extendWriteDeadline() {
 // shut: the reader ends when the client answers, or after the linger. The
 // flusher stays marked as running, so nothing else is written.
 func (c *session) writeClose(code uint16, reason string) {
+	// Counted first: a client that has read the close frame finds it counted.
+	c.srv.metrics.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
 	_ = c.nc.SetWriteDeadline(c.srv.cfg.Now().Add(time.Second))
 	_ = c.conn.WriteClose(code, []byte(reason))
-	c.srv.metrics.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
 }
 
 // ping queues a ping for the flusher and sets the next one; it runs on

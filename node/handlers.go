@@ -40,6 +40,8 @@ func operation(m *pmv1.WebSocketMessage) string {
 		return "get_activity"
 	case *pmv1.WebSocketMessage_ListProjectsRequest:
 		return "list_projects"
+	case *pmv1.WebSocketMessage_RefreshTokenRequest:
+		return "refresh_token"
 	}
 	return ""
 }
@@ -286,6 +288,8 @@ func (c *session) dispatch(ctx context.Context, req *pmv1.WebSocketMessage) (*pm
 		return c.getActivity(ctx, p.GetActivityRequest)
 	case *pmv1.WebSocketMessage_ListProjectsRequest:
 		return c.listProjects(ctx)
+	case *pmv1.WebSocketMessage_RefreshTokenRequest:
+		return c.refreshToken(p.RefreshTokenRequest)
 	}
 	// checkEnvelope lets only requests through.
 	return nil, nil, fmt.Errorf("dispatch: unexpected payload %T", req.Payload)

@@ -67,6 +67,13 @@ type Config struct {
 	// with content-hashed names), served at / with a strict
 	// Content-Security-Policy. Nil: no board, / is 404.
 	Assets fs.FS
+	// BoardTokenURL, when set, is where the board fetches fresh tokens
+	// (with the browser's credentials, e.g. an identity provider's session
+	// cookie) to refresh its connection silently: an http(s) URL, whose
+	// origin the page's connect-src then admits, or a path on the board's
+	// own host. Empty: the board asks the person for a new token before
+	// theirs expires.
+	BoardTokenURL string
 	// MaxFrameBytes is the largest frame a client may send; a larger one
 	// closes its connection with 1009. Default 256 KiB.
 	MaxFrameBytes int
@@ -219,7 +226,7 @@ func New(cfg Config) (*Server, error) {
 	var b *board
 	if cfg.Assets != nil {
 		var err error
-		if b, err = newBoard(cfg.Assets); err != nil {
+		if b, err = newBoard(cfg.Assets, cfg.BoardTokenURL); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
 	}

@@ -35,8 +35,8 @@ type session struct {
 	srv     *Server
 	id      string // unique in the cluster: process instance / sequence
 	actor   pm.Actor
-	expires time.Time
-	profile pm.Profile // from the token; the worker records it
+	expires time.Time  // the token's expiry; c.mu guards it once run has started
+	profile pm.Profile // from the token; the worker's own, and it records it
 	limiter *rate.Limiter
 	refused int  // frames refused by limiter in a row; the reader's own
 	counted bool // the Quota counts the connection toward its tenant's cap
@@ -54,12 +54,13 @@ type session struct {
 	cancel context.CancelFunc
 
 	pinger *time.Timer // queues the next ping
-	expiry *time.Timer // closes the connection when its token expires
 
 	mu          sync.Mutex
-	live        bool // run has the connection: the worker and the flusher may start
-	working     bool // the worker runs
-	flushing    bool // the flusher runs
+	expiry      *time.Timer // closes the connection when its token expires
+	expiryGen   uint64      // bumped by every arming of expiry (see armExpiryLocked)
+	live        bool        // run has the connection: the worker and the flusher may start
+	working     bool        // the worker runs
+	flushing    bool        // the flusher runs
 	queue       [][]byte
 	queuedBytes int    // bytes in queue
 	sending     int    // bytes the flusher took and is writing
@@ -113,9 +114,7 @@ func (c *session) run(conn *gws.Conn) {
 	c.mu.Lock()
 	c.conn, c.live = conn, true
 	c.pinger = time.AfterFunc(c.srv.cfg.PingInterval, c.ping)
-	c.expiry = time.AfterFunc(max(c.expires.Sub(c.srv.cfg.Now()), 0), func() {
-		c.close(CloseTokenExpired, "token expired")
-	})
+	c.armExpiryLocked(c.expires)
 	if c.closing || len(c.queue) > 0 {
 		c.startFlushLocked()
 	}
@@ -460,13 +459,17 @@ func (c *session) waitWritten(ctx context.Context, seq uint64) error {
 // close sends a close frame with code after the frames already queued.
 func (c *session) close(code uint16, reason string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, reason)
+}
+
+// closeLocked is close with c.mu held.
+func (c *session) closeLocked(code uint16, reason string) {
 	if c.closing || c.ended {
-		c.mu.Unlock()
 		return
 	}
 	c.closing, c.closeCode, c.closeReason = true, code, reason
 	c.startFlushLocked()
-	c.mu.Unlock()
 }
 
 func (c *session) signalProgress() {

@@ -61,6 +61,7 @@ type config struct {
 	Migrate          bool
 	NodeID           string
 	AllowedOrigins   string
+	BoardTokenURL    string
 	AllowRLSBypass   bool
 	DBAcquireTimeout time.Duration
 	DBStatementTime  time.Duration
@@ -146,6 +147,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	boolean(&c.Migrate, "migrate", "PM_MIGRATE", true, "apply pending migrations at start (safe with several nodes)")
 	str(&c.NodeID, "node-id", "PM_NODE_ID", "", "name of this node in logs (default: host name)")
 	str(&c.AllowedOrigins, "allowed-origins", "PM_ALLOWED_ORIGINS", "", "comma-separated browser origins allowed to connect, * for any (default: same host only)")
+	str(&c.BoardTokenURL, "board-token-url", "PM_BOARD_TOKEN_URL", "", "where the board fetches fresh tokens, with the browser's credentials, to refresh silently: an http(s) URL or a path on the board's host (default: the board asks the person)")
 	boolean(&c.AllowRLSBypass, "allow-rls-bypass", "PM_ALLOW_RLS_BYPASS", false, "DEVELOPMENT ONLY: start even as a superuser/BYPASSRLS role, which row-level security does not bind")
 	duration(&c.DBAcquireTimeout, "db-acquire-timeout", "PM_DB_ACQUIRE_TIMEOUT", 2*time.Second, "longest wait for a database connection")
 	duration(&c.DBStatementTime, "db-statement-timeout", "PM_DB_STATEMENT_TIMEOUT", 5*time.Second, "longest a statement may run")
@@ -427,6 +429,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Auth:           auth,
 		AllowedOrigins: origins,
 		Assets:         web.Dist,
+		BoardTokenURL:  cfg.BoardTokenURL,
 		MaxFrameBytes:  cfg.MaxFrameBytes,
 		SendQueueBytes: cfg.SendQueueBytes,
 		RequestTimeout: cfg.RequestTimeout,

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 
 import { chromium } from "playwright-core";
 
@@ -372,6 +373,81 @@ describe("the board, live, for a team", () => {
     await live(page);
     await createItem(page, "Made by Dora after signing in again", { status: "Backlog" });
     await seen(pages.bob, "Made by Dora after signing in again", Date.now());
+    await context.close();
+  });
+
+  test("a token about to expire is renewed from a banner, in band: the board stays open on its connection", async () => {
+    const short = await control("GET", "/tokens/dora?ttl=20s");
+    const exp = JSON.parse(Buffer.from(short.split(".")[1], "base64url").toString()).exp;
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await context.newPage();
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    await page.goto(`${seed.board}/#token=${encodeURIComponent(short)}&project=${seed.project}`);
+    await page.getByTestId("board").waitFor();
+    await live(page);
+    // A little before expiry the board asks for a new token, and stays usable meanwhile.
+    const banner = page.getByTestId("renew-banner");
+    await banner.waitFor({ timeout: 20000 });
+    assert.match(await banner.textContent(), /Your session ends in \d+ s/);
+    await createItem(page, "Made by Dora while asked to renew", { status: "Backlog" });
+    await shot(page, "16-renew-banner", { fullPage: false });
+    await banner.getByLabel("New access token").fill(await control("GET", "/tokens/dora?ttl=1h"));
+    await banner.getByRole("button", { name: "Renew session" }).click();
+    await banner.waitFor({ state: "detached" });
+    // Past the first token's expiry (the node would have closed with 4500): still
+    // live, on the same single connection, and changes still go both ways.
+    await page.waitForFunction((ms) => Date.now() > ms, exp * 1000 + 2000, { timeout: 30000, polling: 250 });
+    await live(page);
+    assert.equal(await page.getByTestId("signin-form").count(), 0);
+    await createItem(page, "Made by Dora after renewing in band", { status: "Backlog" });
+    await seen(pages.bob, "Made by Dora after renewing in band", Date.now());
+    await createItem(pages.bob, "Bob's card for Dora's renewed board", { status: "Backlog" });
+    await seen(page, "Bob's card for Dora's renewed board", Date.now());
+    assert.equal(sockets.length, 1, `the page opened ${sockets.length} WebSockets: ${sockets.join(", ")}`);
+    await shot(page, "17-renewed");
+    await context.close();
+  });
+
+  test("with a token endpoint the board signs in from it and refreshes silently, in band", async () => {
+    const { url, endpoint } = seed.tokenBoard;
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await context.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    const handedOut = []; // exp of each token the endpoint gave the page
+    page.on("response", (r) => {
+      if (r.url() === endpoint && r.status() === 200) {
+        r.json().then((b) => handedOut.push(JSON.parse(Buffer.from(b.token.split(".")[1], "base64url").toString()).exp), () => {});
+      }
+    });
+    // Not signed in at the identity service: the endpoint says 401, and the board shows its form.
+    await page.goto(`${url}/#project=${seed.project}`);
+    await page.getByTestId("signin-form").waitFor();
+    assert.equal(sockets.length, 0);
+    // Signed in there (its session cookie): the board takes its token from the endpoint.
+    await context.addCookies([{ name: "pm_session", value: seed.people.dora.id, url: endpoint }]);
+    await page.reload();
+    await page.getByTestId("board").waitFor();
+    await live(page);
+    // Past the first token's expiry, after a silent refresh: the same single
+    // connection, no banner, no dialog, and changes go both ways.
+    const deadline = Date.now() + 40000;
+    while (handedOut.length < 2) {
+      assert.ok(Date.now() < deadline, `the endpoint handed out ${handedOut.length} token(s)`);
+      await sleep(250); // polling what the page fetched
+    }
+    await page.waitForFunction((ms) => Date.now() > ms, handedOut[0] * 1000 + 2000, { timeout: 30000, polling: 250 });
+    await live(page);
+    assert.equal(await page.getByTestId("renew-banner").count(), 0);
+    assert.equal(await page.getByTestId("signin-form").count(), 0);
+    await createItem(page, "Made by Dora on a silently refreshed board", { status: "Backlog" });
+    await seen(pages.bob, "Made by Dora on a silently refreshed board", Date.now());
+    assert.equal(sockets.length, 1, `the page opened ${sockets.length} WebSockets: ${sockets.join(", ")}`);
+    await shot(page, "18-token-endpoint", { fullPage: false });
+    assert.deepEqual(errors, []);
     await context.close();
   });
 

@@ -18,6 +18,7 @@ import {
   type WebSocketMessage,
   type WorkItem,
 } from "../gen/pm/v1/messages_pb";
+import { decodeClaims } from "./jwt";
 import type { PayloadInit, WebSocketLike } from "./socket";
 
 /** FakeSocket is one connection: the client's end, driven by the test or a FakeNode. */
@@ -142,6 +143,10 @@ export class FakeNode {
   silent = false;
   /** When set, requests run but their answers are lost. */
   loseAnswers = false;
+  /** When set, RefreshTokenRequests are refused UNAUTHORIZED with this message. */
+  refuseRefresh = "";
+  /** The tokens of the RefreshTokenRequests the node accepted. */
+  readonly refreshed: string[] = [];
 
   constructor(readonly userId = "u-1") {}
 
@@ -403,6 +408,11 @@ export class FakeNode {
         const entries = all.slice(start, start + limit);
         const next = start + limit < all.length ? String(start + limit) : "";
         return reply({ case: "activityList", value: { entries, nextPageToken: next } });
+      }
+      case "refreshTokenRequest": {
+        if (this.refuseRefresh) return reply({ case: "error", value: { code: "UNAUTHORIZED", message: this.refuseRefresh, field: "token" } });
+        this.refreshed.push(p.value.token);
+        return reply({ case: "tokenRefreshed", value: { expiresAt: BigInt(decodeClaims(p.value.token).exp) * 1000n } });
       }
       default:
         return fail("INVALID_MESSAGE", "not handled by the fake node");

@@ -2,7 +2,7 @@
 // browser test). See web/README.md for its API.
 export { backoffDelay, type Backoff } from "./backoff";
 export { PmError, describeError, isCode, isRefusal, type ErrorCode } from "./errors";
-export { decodeClaims, expired, type Claims } from "./jwt";
+export { decodeClaims, expired, refreshDelayMs, type Claims } from "./jwt";
 export {
   ConflictError,
   ProjectStateManager,
@@ -24,3 +24,4 @@ export {
   type RequestOptions,
   type WebSocketLike,
 } from "./socket";
+export { endpointTokenSource, tokenURL, type TokenReason, type TokenSource } from "./tokens";

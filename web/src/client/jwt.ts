@@ -46,3 +46,16 @@ export function decodeClaims(token: string): Claims {
 export function expired(claims: Claims, nowMs: number): boolean {
   return claims.exp > 0 && claims.exp * 1000 <= nowMs - 5_000;
 }
+
+/**
+ * refreshDelayMs is how long to wait before renewing a token that expires
+ * in remainingMs: until 70–80% of that time has passed (at random, so that
+ * boards opened together do not renew together), or, with maxLeadMs, until
+ * at most maxLeadMs is left (a person asked for a token needs minutes, not
+ * hours, of notice). 0 when the token has expired.
+ */
+export function refreshDelayMs(remainingMs: number, random: () => number = Math.random, maxLeadMs = Infinity): number {
+  if (remainingMs <= 0) return 0;
+  const lead = Math.min(remainingMs * (0.2 + 0.1 * random()), maxLeadMs);
+  return Math.round(remainingMs - lead);
+}

@@ -377,4 +377,22 @@ describe("ProjectStateManager", () => {
     expect(r.get("a")?.title).toBe("missed");
     expect(r.revision).toBe(6n);
   });
+
+  it("carries on over an in-band token refresh: no reconnect, no resync, edits and events flow", async () => {
+    const r = await openProject();
+    const s = net.last;
+    const before = s.sent.length;
+    const edit = m.updateItem(P, "a", { title: "during the refresh" });
+    const refreshed = client.refreshToken(token({ exp: 4102444900 }));
+    await settle();
+    await expect(refreshed).resolves.toBeUndefined();
+    await expect(edit).resolves.toMatchObject({ title: "during the refresh" });
+    node.change(P, "b", { title: "theirs, after" });
+    await settle();
+    expect(r.get("b")?.title).toBe("theirs, after");
+    expect(sentCases(s).slice(before)).toEqual(["updateWorkItemRequest", "refreshTokenRequest"]);
+    expect(net.sockets).toHaveLength(1);
+    expect(client.epoch).toBe(1);
+    expect(client.claims.exp).toBe(4102444900);
+  });
 });

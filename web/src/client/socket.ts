@@ -7,7 +7,8 @@ import {
 } from "../gen/pm/v1/messages_pb";
 import { backoffDelay, type Backoff } from "./backoff";
 import { PmError } from "./errors";
-import { decodeClaims, expired, type Claims } from "./jwt";
+import { decodeClaims, expired, refreshDelayMs, type Claims } from "./jwt";
+import type { TokenReason, TokenSource } from "./tokens";
 
 /**
  * ConnectionState is what the board shows in its connection indicator:
@@ -47,6 +48,15 @@ export interface ClientOptions {
   url: string;
   /** The access token (JWT); sent as the access_token query parameter. */
   token: string;
+  /**
+   * Where new tokens come from. With one, the client asks it ahead of the
+   * token's expiry and hands the new token to the node in band
+   * (RefreshTokenRequest), so the connection outlives its first token; and
+   * when the node closed the connection for expiry (4500) it asks again and
+   * reconnects. Without one, expiry stops the client (Problem
+   * "token-expired") until setToken.
+   */
+  tokenSource?: TokenSource;
   /** Makes the socket; default: the browser's WebSocket. */
   createSocket?: (url: string) => WebSocketLike;
   /** How long a sent request waits for its answer. Default 30 s. */
@@ -114,12 +124,19 @@ const POLICY_PAUSE_MS = 5_000;
  * requests (events, ResyncRequired, SubscriptionRevoked) go to onPush.
  */
 export class ProjectManagementWebSocketClient {
-  private readonly opts: Required<Omit<ClientOptions, "token" | "createSocket" | "backoff">> & {
+  private readonly opts: Required<Omit<ClientOptions, "token" | "createSocket" | "backoff" | "tokenSource">> & {
     backoff: Backoff;
   };
   private readonly createSocket: (url: string) => WebSocketLike;
   private tokenValue: string;
   private claimsValue: Claims;
+  private readonly tokenSource: TokenSource | undefined;
+  /** The next ask of the token source. */
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Counts asks of the token source; an answer to an older one is ignored. */
+  private asks = 0;
+  /** Failed refreshes in a row. */
+  private refreshFailures = 0;
   private ws: WebSocketLike | undefined;
   private wsOpen = false;
   private stateValue: ConnectionState = "offline";
@@ -137,6 +154,7 @@ export class ProjectManagementWebSocketClient {
   private readonly pushListeners = new Set<Listener<WebSocketMessage>>();
   private readonly connectedListeners = new Set<Listener<number>>();
   private readonly problemListeners = new Set<Listener<Problem>>();
+  private readonly tokenListeners = new Set<Listener<string>>();
   private readonly queueListeners = new Set<Listener<number>>();
 
   constructor(options: ClientOptions) {
@@ -154,6 +172,7 @@ export class ProjectManagementWebSocketClient {
       options.createSocket ?? ((url) => new WebSocket(url) as unknown as WebSocketLike);
     this.tokenValue = options.token;
     this.claimsValue = decodeClaims(options.token);
+    this.tokenSource = options.tokenSource;
   }
 
   /** The connection state now. */
@@ -195,6 +214,10 @@ export class ProjectManagementWebSocketClient {
   onProblem(fn: Listener<Problem>): () => void {
     return listen(this.problemListeners, fn);
   }
+  /** Called with the new token whenever the client adopts one (refresh or setToken). */
+  onToken(fn: Listener<string>): () => void {
+    return listen(this.tokenListeners, fn);
+  }
   /** Called with pendingCount whenever it changes. */
   onPendingCount(fn: Listener<number>): () => void {
     return listen(this.queueListeners, fn);
@@ -231,18 +254,116 @@ export class ProjectManagementWebSocketClient {
   setToken(token: string): void {
     const claims = decodeClaims(token);
     const sameUser = claims.sub === this.claimsValue.sub && claims.tenantId === this.claimsValue.tenantId;
-    this.tokenValue = token;
-    this.claimsValue = claims;
+    this.adopt(token, claims);
     if (!sameUser) this.rejectAll(new PmError("CLOSED", "another user signed in"));
     this.hangUp();
     this.stopped = true;
     this.connect();
   }
 
+  /**
+   * refreshToken hands a new token of the same user in the same tenant to
+   * the node in band (RefreshTokenRequest), so that the connection lives on
+   * past the old token's expiry: no reconnect, no resync, requests in flight
+   * carry on. While disconnected, the token is kept for the next connection.
+   * It rejects with a PmError (field "token"), keeping the old token, when
+   * the token cannot be read, is another user's or has expired, or when the
+   * node refuses it (UNAUTHORIZED); and with CONNECTION_LOST when the
+   * connection drops first.
+   */
+  async refreshToken(token: string): Promise<void> {
+    let claims: Claims;
+    try {
+      claims = decodeClaims(token);
+    } catch (err) {
+      throw new PmError("VALIDATION_ERROR", err instanceof Error ? err.message : String(err), "token");
+    }
+    if (claims.sub !== this.claimsValue.sub || claims.tenantId !== this.claimsValue.tenantId) {
+      throw new PmError("UNAUTHORIZED", "This token is another user's.", "token");
+    }
+    if (expired(claims, this.opts.now())) throw new PmError("UNAUTHORIZED", "This token has expired.", "token");
+    if (this.wsOpen) {
+      const answer = await this.call({ case: "refreshTokenRequest", value: { token } }, "tokenRefreshed", { resend: false });
+      // The node's word on the expiry (the claims' exp, unless it differs).
+      if (answer.expiresAt > 0n) claims = { ...claims, exp: Math.floor(Number(answer.expiresAt) / 1000) };
+    }
+    this.adopt(token, claims);
+    this.refreshFailures = 0;
+    this.scheduleRefresh();
+  }
+
+  private adopt(token: string, claims: Claims): void {
+    const changed = token !== this.tokenValue;
+    this.tokenValue = token;
+    this.claimsValue = claims;
+    if (changed) for (const fn of this.tokenListeners) fn(token);
+  }
+
+  /** scheduleRefresh arms the next ask of the token source, from the token's expiry. */
+  private scheduleRefresh(): void {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    const src = this.tokenSource;
+    if (!src || this.stopped || !this.claimsValue.exp) return;
+    const remaining = this.claimsValue.exp * 1000 - this.opts.now();
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = undefined;
+      void this.renew("refresh");
+    }, refreshDelayMs(remaining, this.opts.random, src.maxLeadMs));
+  }
+
+  /**
+   * renew asks the token source for a token: to refresh in band, or, after
+   * expiry, to connect with. A failed refresh is asked again after a
+   * backoff (the old token still serves until the node closes with 4500);
+   * no token after expiry stops the client with Problem "token-expired".
+   */
+  private async renew(reason: TokenReason, lastError?: PmError): Promise<void> {
+    const src = this.tokenSource;
+    if (!src) return;
+    const ask = ++this.asks;
+    const current = () => ask === this.asks && !this.closed;
+    try {
+      const token = await src.next(reason, lastError);
+      if (!current()) return;
+      if (reason === "expired") this.setToken(token);
+      else await this.refreshToken(token);
+    } catch (err) {
+      if (!current()) return;
+      const e = err instanceof PmError ? err : new PmError("VALIDATION_ERROR", err instanceof Error ? err.message : String(err), "token");
+      if (reason === "expired") {
+        this.stopFor({ kind: "token-expired", code: 4500, message: `Your session has expired. ${e.message}` });
+        return;
+      }
+      clearTimeout(this.refreshTimer);
+      this.refreshTimer = setTimeout(() => {
+        this.refreshTimer = undefined;
+        void this.renew("refresh", e);
+      }, backoffDelay(this.refreshFailures++, this.opts.backoff, this.opts.random));
+    }
+  }
+
+  /** tokenExpired handles an expired token: a new one from the source, or a stop until setToken. */
+  private tokenExpired(code: number): void {
+    if (!this.tokenSource) {
+      this.stopFor({ kind: "token-expired", code, message: "Your session has expired. Sign in again." });
+      return;
+    }
+    this.stopped = true;
+    this.retryAt = 0;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
+    this.setState("offline");
+    void this.renew("expired");
+  }
+
   /** close stops the client: the connection closes and every request is rejected with CLOSED. */
   close(): void {
     this.stopped = true;
     this.closed = true;
+    this.asks++;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
     this.hangUp();
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
@@ -316,7 +437,7 @@ export class ProjectManagementWebSocketClient {
     this.retryTimer = undefined;
     this.hangUp();
     if (expired(this.claimsValue, this.opts.now())) {
-      this.stopFor({ kind: "token-expired", code: 0, message: "Your session has expired. Sign in again." });
+      this.tokenExpired(0);
       return;
     }
     this.retryAt = 0;
@@ -331,6 +452,7 @@ export class ProjectManagementWebSocketClient {
       this.attempt = 0;
       this.epochValue++;
       this.setState("live");
+      this.scheduleRefresh();
       for (const p of this.pending.values()) if (!p.sent && p.timer === undefined) this.send(p);
       const epoch = this.epochValue;
       for (const fn of this.connectedListeners) fn(epoch);
@@ -369,7 +491,7 @@ export class ProjectManagementWebSocketClient {
     this.unsend();
     if (this.stopped) return;
     if (code === 4500 || (!wasOpen && expired(this.claimsValue, this.opts.now()))) {
-      this.stopFor({ kind: "token-expired", code, message: "Your session has expired. Sign in again." });
+      this.tokenExpired(code);
       return;
     }
     if (code >= 4500 && code <= 4999) {
@@ -396,6 +518,8 @@ export class ProjectManagementWebSocketClient {
   private stopFor(p: Problem): void {
     this.stopped = true;
     this.retryAt = 0;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = undefined;
     this.setState("offline");
     this.report(p);
   }
