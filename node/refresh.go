@@ -23,7 +23,7 @@ func (c *session) refreshToken(r *pmv1.RefreshTokenRequest) (*pmv1.WebSocketMess
 	id, err := c.srv.cfg.Auth.Verify(r.GetToken())
 	if err != nil {
 		c.srv.log.Info("refused token refresh", "conn", c.id, "tenant", c.actor.Tenant, "user", c.actor.User, "err", err)
-		return nil, nil, &pm.Error{Code: pm.EUnauthorized, Field: "token", Message: refusal(err)}
+		return nil, nil, &pm.Error{Code: pm.EUnauthorized, Field: "token", Message: tokenRefusal(err)}
 	}
 	switch {
 	case id.Actor.User != c.actor.User:
@@ -84,9 +84,9 @@ func (c *session) extend(expires time.Time) bool {
 	return true
 }
 
-// refusal is the message a client gets for a token Verify refused: what
+// tokenRefusal is the message a client gets for a token Verify refused: what
 // is wrong with it, never the token itself.
-func refusal(err error) string {
+func tokenRefusal(err error) string {
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "the token has expired"
