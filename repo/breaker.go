@@ -53,8 +53,7 @@ func (e *CircuitOpenError) Error() string {
 // out of reach (a failure), or nothing, when the caller's context ended
 // first. A long load thus never holds a half-open probe slot.
 type breaker struct {
-	cb      *gobreaker.TwoStepCircuitBreaker[struct{}] // nil: disabled
-	timeout time.Duration
+	cb *gobreaker.TwoStepCircuitBreaker[struct{}] // nil: disabled
 
 	mu      sync.Mutex
 	probeAt time.Time // when the open state ends
@@ -67,7 +66,6 @@ type breaker struct {
 // tries the database).
 func newBreaker(failures int, open time.Duration, probes int) *breaker {
 	b := &breaker{
-		timeout: open,
 		rejections: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pm_db_breaker_rejections_total",
 			Help: "Database operations refused at once (UNAVAILABLE) because the circuit breaker was open or its probes were under way.",

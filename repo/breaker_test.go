@@ -292,3 +292,26 @@ func TestBreakerBoundsAHungDatabase(t *testing.T) {
 	wantOpenRefusal(t, p.read(t), open)
 	t.Logf("reads before the breaker opened: %v; the next was refused in %v", slow, time.Since(start))
 }
+
+// A negative BreakerFailures disables the breaker: every operation tries
+// the database, however often it failed before.
+func TestBreakerDisabled(t *testing.T) {
+	p := newProxied(t, repo.Config{BreakerFailures: -1})
+	p.proxy.Down()
+	for range 20 {
+		err := p.read(t)
+		if pm.ErrorCode(err) != pm.EUnavailable {
+			t.Fatalf("read in the outage: %v, want UNAVAILABLE", err)
+		}
+		if _, refused := errors.AsType[*repo.CircuitOpenError](err); refused {
+			t.Fatalf("disabled breaker refused: %v", err)
+		}
+	}
+	p.proxy.Up()
+	if err := p.read(t); err != nil {
+		t.Fatalf("read with the database back: %v", err)
+	}
+	if s := p.state(t); s != "closed" {
+		t.Fatalf("state %s, want closed", s)
+	}
+}
