@@ -315,3 +315,57 @@ func TestBreakerDisabled(t *testing.T) {
 		t.Fatalf("state %s, want closed", s)
 	}
 }
+
+// The pool's statistics are on the store's registry as an operator reads
+// them: connections in use, idle and in all, the cap, acquisitions and their
+// wait, and acquisitions that gave up.
+func TestPoolMetrics(t *testing.T) {
+	p := newProxied(t, repo.Config{}) // one connection
+	if got := p.metric(t, "pm_db_pool_max_conns"); got != 1 {
+		t.Fatalf("pm_db_pool_max_conns %v, want 1", got)
+	}
+	before := p.metric(t, "pm_db_pool_acquires_total")
+	if err := p.read(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.metric(t, "pm_db_pool_acquires_total"); got != before+1 {
+		t.Fatalf("pm_db_pool_acquires_total %v after a read, want %v", got, before+1)
+	}
+	if p.metric(t, "pm_db_pool_acquire_wait_seconds_total") <= 0 {
+		t.Fatal("pm_db_pool_acquire_wait_seconds_total is 0 after acquisitions")
+	}
+	if idle, total := p.metric(t, "pm_db_pool_idle_conns"), p.metric(t, "pm_db_pool_total_conns"); idle != 1 || total != 1 {
+		t.Fatalf("at rest: idle %v, total %v; want 1 and 1", idle, total)
+	}
+
+	// A load holds the only connection while its caller takes a page.
+	holding, release := make(chan struct{}), make(chan struct{})
+	loaded := make(chan error, 1)
+	go func() {
+		loaded <- p.s.StreamWorkItems(t.Context(), p.viewer, pm.WorkItemQuery{ProjectID: p.project.ID}, func(pm.Snapshot, []pm.WorkItem) error {
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	if got := p.metric(t, "pm_db_pool_acquired_conns"); got != 1 {
+		t.Fatalf("pm_db_pool_acquired_conns %v while a load holds the connection, want 1", got)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	_, err := p.s.GetWorkItem(ctx, p.editor, p.project.ID)
+	cancel()
+	if pm.ErrorCode(err) != pm.EUnavailable {
+		t.Fatalf("read without a free connection: %v, want UNAVAILABLE", err)
+	}
+	if got := p.metric(t, "pm_db_pool_canceled_acquires_total"); got != 1 {
+		t.Fatalf("pm_db_pool_canceled_acquires_total %v, want 1", got)
+	}
+	close(release)
+	if err := <-loaded; err != nil {
+		t.Fatal(err)
+	}
+	if s := p.state(t); s != "closed" {
+		t.Fatalf("breaker %s after a request that gave up waiting, want closed", s)
+	}
+}
