@@ -16,6 +16,7 @@ import (
 	"github.com/pmhq/pm/node"
 	"github.com/pmhq/pm/node/nodetest"
 	pmv1 "github.com/pmhq/pm/proto/pm/v1"
+	"github.com/pmhq/pm/repo"
 	"github.com/pmhq/pm/repo/repotest"
 )
 
@@ -141,9 +142,10 @@ func TestReadinessFollowsPostgres(t *testing.T) {
 	}
 
 	// It is back: the node is ready again, at the latest once the pool has
-	// dropped the connections that died.
+	// dropped the connections that died and the circuit breaker, should
+	// those failures have opened it, has let a probe through.
 	exec(`ALTER DATABASE ` + pgx.Identifier{db}.Sanitize() + ` ALLOW_CONNECTIONS true`)
-	deadline := time.Now().Add(wait)
+	deadline := time.Now().Add(wait + repo.DefaultBreakerOpen)
 	for {
 		status, body := readyz(t, n)
 		if status == http.StatusOK {
@@ -152,5 +154,54 @@ func TestReadinessFollowsPostgres(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("database back: still %d %q after %v", status, body, wait)
 		}
+	}
+}
+
+// A node whose database circuit breaker is open is not ready and says why;
+// meanwhile its clients' requests fail at once with UNAVAILABLE and the time
+// until the breaker's next probe.
+func TestReadinessWhileTheBreakerIsOpen(t *testing.T) {
+	const open = time.Hour
+	var proxy *repotest.Proxy
+	c := nodetest.Start(t, nodetest.Options{Store: func(cfg *repo.Config) {
+		proxy, cfg.DatabaseURL = repotest.MustProxy(t, cfg.DatabaseURL)
+		cfg.BreakerFailures, cfg.BreakerOpen = 2, open
+	}})
+	n := c.Nodes[0]
+	if status, body := readyz(t, n); status != http.StatusOK {
+		t.Fatalf("before: %d %q", status, body)
+	}
+	conn := nodetest.Dial(t, n.URL(), c.Token("acme", uuid.New()))
+	project := mustCreate(t, conn, &pmv1.CreateWorkItemRequest{ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_PROJECT, Title: "Breaker"})
+
+	proxy.Down()
+	// The checks are the failures that open the breaker; every one of them
+	// fails, those before it opens for a failed connection.
+	deadline := time.Now().Add(wait)
+	for {
+		status, body := readyz(t, n)
+		if status != http.StatusServiceUnavailable || !strings.HasPrefix(body, "postgres: ") {
+			t.Fatalf("database gone: %d %q, want 503 postgres: …", status, body)
+		}
+		if strings.Contains(body, "circuit breaker open") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("breaker not open after %v of failed checks: %q", wait, body)
+		}
+	}
+	if got := n.MetricWith("pm_db_breaker_state", map[string]string{"state": "open"}); got != 1 {
+		t.Fatalf("pm_db_breaker_state{state=open} = %v, want 1", got)
+	}
+	start := time.Now()
+	resp := create(conn, &pmv1.CreateWorkItemRequest{ProjectId: project.Id, ItemType: pmv1.WorkItemType_WORK_ITEM_TYPE_TASK, Title: "refused"})
+	took := time.Since(start)
+	e := resp.GetError()
+	if e.GetCode() != pm.EUnavailable || e.GetRetryAfterMs() <= 0 || e.GetRetryAfterMs() > open.Milliseconds() {
+		t.Fatalf("write while the breaker is open: %v, want UNAVAILABLE with retry_after_ms in (0, %d]", resp, open.Milliseconds())
+	}
+	t.Logf("write refused in %v, retry_after_ms %d", took, e.GetRetryAfterMs())
+	if got := n.Metric("pm_db_breaker_rejections_total"); got < 2 {
+		t.Fatalf("pm_db_breaker_rejections_total = %v, want the check and the write at least", got)
 	}
 }

@@ -9,6 +9,17 @@
 // VALIDATION_ERROR, and UNAVAILABLE when the database is slow or down. Other
 // errors are unexpected and wrapped with context.
 //
+// # Database protection
+//
+// Every operation passes a circuit breaker on its way to Postgres. After
+// Config.BreakerFailures consecutive infrastructure failures (refused or
+// reset connections, failed dials, acquire timeouts, a server that shuts
+// down or does not accept connections yet), operations fail at once with
+// UNAVAILABLE, their retry hint the time until the breaker lets a probe
+// through, instead of each waiting for a timeout. Answers of the database,
+// however unwelcome (conflicts, constraints, row-level security, statement
+// timeouts), and callers that give up never count as failures.
+//
 // # Writes to a project
 //
 // Every work item write bumps its project's counter row in project_revisions
@@ -65,6 +76,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pmhq/pm"
 )
@@ -133,6 +145,20 @@ type Config struct {
 	// pages, which a slow client can make long: the bound keeps connections
 	// for writes. 0 means half the pool's connections, at least 1.
 	MaxConcurrentLoads int
+	// BreakerFailures is how many consecutive infrastructure failures open
+	// the circuit breaker. 0 means DefaultBreakerFailures (5); negative
+	// disables the breaker.
+	BreakerFailures int
+	// BreakerOpen is how long the open breaker refuses every operation
+	// before it lets probes through. 0 means DefaultBreakerOpen (5s).
+	BreakerOpen time.Duration
+	// BreakerProbes is how many operations the half-open breaker lets
+	// through, all of which must succeed for it to close. 0 means
+	// DefaultBreakerProbes (1).
+	BreakerProbes int
+	// Registerer receives the pm_db_* metrics (the pool's statistics and the
+	// breaker's state); nil registers them nowhere.
+	Registerer prometheus.Registerer
 	// AllowRLSBypass lets Open connect as a superuser or a BYPASSRLS role,
 	// to which row-level security does not apply. For development only:
 	// tenant isolation then rests on the queries alone. Open logs a warning.
@@ -149,6 +175,7 @@ type Store struct {
 	pageRows       int
 	pageBytes      int64
 	loads          chan struct{} // a slot per running StreamWorkItems
+	breaker        *breaker
 	logger         *slog.Logger
 	closed         atomic.Bool
 }
@@ -171,6 +198,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.LoadPageBytes <= 0 {
 		cfg.LoadPageBytes = DefaultLoadPageBytes
+	}
+	if cfg.BreakerFailures == 0 {
+		cfg.BreakerFailures = DefaultBreakerFailures
+	}
+	if cfg.BreakerOpen <= 0 {
+		cfg.BreakerOpen = DefaultBreakerOpen
+	}
+	if cfg.BreakerProbes <= 0 {
+		cfg.BreakerProbes = DefaultBreakerProbes
 	}
 	if cfg.MaxConns < 0 {
 		return nil, fmt.Errorf("repo: MaxConns %d is negative", cfg.MaxConns)
@@ -205,7 +241,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{
 		pool: pool, acquireTimeout: cfg.AcquireTimeout, logger: cfg.Logger,
 		pageRows: cfg.LoadPageRows, pageBytes: int64(cfg.LoadPageBytes),
-		loads: make(chan struct{}, cfg.MaxConcurrentLoads),
+		loads:   make(chan struct{}, cfg.MaxConcurrentLoads),
+		breaker: newBreaker(cfg.BreakerFailures, cfg.BreakerOpen, cfg.BreakerProbes),
+	}
+	if err := s.register(cfg.Registerer); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("repo: register metrics: %w", err)
 	}
 	if err := s.checkRole(ctx, cfg.AllowRLSBypass); err != nil {
 		pool.Close()
@@ -216,7 +257,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 // checkRole refuses a role that row-level security does not apply to.
 func (s *Store) checkRole(ctx context.Context, allowBypass bool) error {
-	conn, err := s.acquire(ctx)
+	conn, done, err := s.acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("repo: open: %w", classify(err))
 	}
@@ -227,6 +268,7 @@ func (s *Store) checkRole(ctx context.Context, allowBypass bool) error {
 	)
 	err = conn.QueryRow(ctx, `SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user`).
 		Scan(&role, &super, &bypassRLS)
+	done(ctx, err)
 	if err != nil {
 		return fmt.Errorf("repo: open: check database role: %w", classify(err))
 	}
@@ -255,37 +297,56 @@ func (s *Store) Close() {
 	s.pool.Close()
 }
 
-// Ping checks that the database answers, within the acquire timeout.
+// Ping checks that the database answers, within the acquire timeout. While
+// the circuit breaker is open it fails at once (a *CircuitOpenError in the
+// chain); after the open period it is one of the breaker's probes.
 func (s *Store) Ping(ctx context.Context) error {
-	conn, err := s.acquire(ctx)
+	conn, done, err := s.acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("ping database: %w", classify(err))
 	}
 	defer conn.Release()
-	if err := conn.Ping(ctx); err != nil {
+	err = conn.Ping(ctx)
+	done(ctx, err)
+	if err != nil {
 		return fmt.Errorf("ping database: %w", classify(err))
 	}
 	return nil
 }
 
-// acquire takes a pooled connection, waiting at most the acquire timeout.
-func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+// errAcquireTimeout is the cause of an acquire that found no connection
+// within the acquire timeout.
+var errAcquireTimeout = errors.New("no database connection")
+
+// acquire takes a pooled connection through the circuit breaker, waiting at
+// most the acquire timeout. The breaker may refuse at once, with a
+// *CircuitOpenError. On success the caller reports to done, with its
+// context, what its first round trip on the connection gave (done ignores
+// later calls); a failed acquire has reported itself.
+func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, func(context.Context, error), error) {
 	if s.closed.Load() {
-		return nil, errStoreClosed
+		return nil, nil, errStoreClosed
+	}
+	done, err := s.breaker.allow()
+	if err != nil {
+		return nil, nil, err
 	}
 	actx, cancel := context.WithTimeout(ctx, s.acquireTimeout)
 	defer cancel()
 	conn, err := s.pool.Acquire(actx)
 	if err != nil {
-		if s.closed.Load() {
-			return nil, fmt.Errorf("%w: %w", errStoreClosed, err)
+		switch {
+		case s.closed.Load():
+			err = fmt.Errorf("%w: %w", errStoreClosed, err)
+		case ctx.Err() == nil && actx.Err() != nil:
+			err = fmt.Errorf("%w within %s: %w", errAcquireTimeout, s.acquireTimeout, err)
+		default:
+			err = fmt.Errorf("acquire database connection: %w", err)
 		}
-		if ctx.Err() == nil && actx.Err() != nil {
-			return nil, fmt.Errorf("no database connection within %s: %w", s.acquireTimeout, err)
-		}
-		return nil, fmt.Errorf("acquire database connection: %w", err)
+		done(ctx, err)
+		return nil, nil, err
 	}
-	return conn, nil
+	return conn, done, nil
 }
 
 // Transaction options.
@@ -341,11 +402,12 @@ func (s *Store) runWhile(ctx context.Context, op, tenant string, opts pgx.TxOpti
 // the tenant's selection and lead's queries; fn may end the transaction
 // itself with commitWith, and attempt commits it otherwise.
 func (s *Store) attempt(ctx context.Context, tenant string, opts pgx.TxOptions, lead func(*pgx.Batch), fn func(pgx.Tx) error) (err error) {
-	conn, err := s.acquire(ctx)
+	conn, done, err := s.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Release()
+	defer func() { done(ctx, err) }() // unless the BEGIN's answer reported first
 	b := &pgx.Batch{}
 	b.BeginTx(opts)
 	b.Queue(`SELECT set_config('app.tenant_id', $1, true)`, tenant)
@@ -365,7 +427,11 @@ func (s *Store) attempt(ctx context.Context, tenant string, opts pgx.TxOptions, 
 		defer cancel()
 		_ = tx.Rollback(rctx)
 	}()
-	if _, err := br.Exec(); err != nil {
+	_, err = br.Exec()
+	// The database answered, or not: enough for the breaker, and a long
+	// transaction (a load) does not hold a half-open probe slot.
+	done(ctx, err)
+	if err != nil {
 		_ = br.Close()
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -459,6 +525,13 @@ func unavailable(err error) bool {
 func classify(err error) error {
 	if _, ok := errors.AsType[*pm.Error](err); ok {
 		return err
+	}
+	if open, ok := errors.AsType[*CircuitOpenError](err); ok {
+		return fmt.Errorf("%w: %w", &pm.Error{
+			Code:             pm.EUnavailable,
+			Message:          "database unavailable, retry",
+			RetryAfterMillis: max(open.RetryAfter.Milliseconds(), 1),
+		}, err)
 	}
 	if unavailable(err) {
 		return fmt.Errorf("%w: %w", &pm.Error{

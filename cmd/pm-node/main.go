@@ -67,6 +67,9 @@ type config struct {
 	DBStatementTime  time.Duration
 	DBMaxConns       int
 	DBMaxLoads       int
+	BreakerFailures  int
+	BreakerOpen      time.Duration
+	BreakerProbes    int
 	RequestTimeout   time.Duration
 	MaxFrameBytes    int
 	SendQueueBytes   int
@@ -153,6 +156,9 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	duration(&c.DBStatementTime, "db-statement-timeout", "PM_DB_STATEMENT_TIMEOUT", 5*time.Second, "longest a statement may run")
 	integer(&c.DBMaxConns, "db-max-conns", "PM_DB_MAX_CONNS", 0, "database pool size (0: pgx default)")
 	integer(&c.DBMaxLoads, "db-max-loads", "PM_DB_MAX_LOADS", 0, "project loads streaming at once, each holding a database connection (0: half the pool)")
+	integer(&c.BreakerFailures, "db-breaker-failures", "PM_DB_BREAKER_FAILURES", repo.DefaultBreakerFailures, "consecutive database failures (refused, reset, timed-out connections) that open the circuit breaker (negative: no breaker)")
+	duration(&c.BreakerOpen, "db-breaker-open", "PM_DB_BREAKER_OPEN", repo.DefaultBreakerOpen, "how long the open breaker fails database operations at once (UNAVAILABLE) before it probes")
+	integer(&c.BreakerProbes, "db-breaker-probes", "PM_DB_BREAKER_PROBES", repo.DefaultBreakerProbes, "operations the half-open breaker lets through; all must succeed for it to close")
 	duration(&c.RequestTimeout, "request-timeout", "PM_REQUEST_TIMEOUT", 10*time.Second, "longest one request may take")
 	integer(&c.MaxFrameBytes, "max-frame-bytes", "PM_MAX_FRAME_BYTES", 256<<10, "largest frame a client may send (larger: close 1009)")
 	integer(&c.SendQueueBytes, "send-queue-bytes", "PM_SEND_QUEUE_BYTES", 4<<20, "bytes queued for one client before it is dropped as a slow consumer (close 4000)")
@@ -198,6 +204,15 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	}
 	if c.ConnCountTTL <= 0 {
 		errs = append(errs, fmt.Errorf("PM_CONNECTION_COUNT_TTL: %v is not positive", c.ConnCountTTL))
+	}
+	if c.BreakerFailures == 0 {
+		errs = append(errs, errors.New("PM_DB_BREAKER_FAILURES: 0 would open at once; a negative value disables the breaker"))
+	}
+	if c.BreakerOpen <= 0 {
+		errs = append(errs, fmt.Errorf("PM_DB_BREAKER_OPEN: %v is not positive", c.BreakerOpen))
+	}
+	if c.BreakerProbes <= 0 {
+		errs = append(errs, fmt.Errorf("PM_DB_BREAKER_PROBES: %d is not positive", c.BreakerProbes))
 	}
 	if c.HTTPMaxHeader <= 0 {
 		errs = append(errs, fmt.Errorf("PM_HTTP_MAX_HEADER_BYTES: %d is not positive", c.HTTPMaxHeader))
@@ -335,13 +350,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return fmt.Errorf("migrate: %w", err)
 		}
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
 	store, err := repo.Open(ctx, repo.Config{
 		DatabaseURL:        cfg.DatabaseURL,
 		AcquireTimeout:     cfg.DBAcquireTimeout,
 		StatementTimeout:   cfg.DBStatementTime,
 		MaxConns:           int32(cfg.DBMaxConns),
 		MaxConcurrentLoads: cfg.DBMaxLoads,
+		BreakerFailures:    cfg.BreakerFailures,
+		BreakerOpen:        cfg.BreakerOpen,
+		BreakerProbes:      cfg.BreakerProbes,
 		AllowRLSBypass:     cfg.AllowRLSBypass,
+		Registerer:         reg,
 		Logger:             log,
 	})
 	if errors.Is(err, repo.ErrRLSBypass) {
@@ -358,9 +380,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer rdb.Close()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	hub, err := pubsub.NewHub(pubsub.HubConfig{
 		Redis:             rdb,

@@ -115,6 +115,22 @@ func TestRunServesAndStops(t *testing.T) {
 	if got := resp.Header.Get("Content-Security-Policy"); got != node.BoardPolicy {
 		t.Errorf("GET /: Content-Security-Policy %q", got)
 	}
+	// The store's metrics are on the node's registry: pool statistics and
+	// the circuit breaker, closed.
+	resp, err = http.Get("http://" + admin.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\npm_db_pool_max_conns ", "\npm_db_pool_acquires_total ", `pm_db_breaker_state{state="closed"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	if err := stop(); err != nil {
 		t.Fatalf("run after shutdown: %v", err)
 	}
@@ -246,12 +262,22 @@ func TestRunRefuses(t *testing.T) {
 	zeroConnectRate["PM_CONNECT_RATE"] = "0"
 	noCountTTL := base()
 	noCountTTL["PM_CONNECTION_COUNT_TTL"] = "0s"
+	breakerNever := base()
+	breakerNever["PM_DB_BREAKER_FAILURES"] = "0"
+	breakerShut := base()
+	breakerShut["PM_DB_BREAKER_OPEN"] = "0s"
+	noProbes := base()
+	noProbes["PM_DB_BREAKER_PROBES"] = "0"
 	tests := []struct {
 		name string
 		env  map[string]string
 		args []string
 		want string
 	}{
+		{"breaker opening at once", breakerNever, nil, "PM_DB_BREAKER_FAILURES"},
+		{"breaker open for no time", breakerShut, nil, "PM_DB_BREAKER_OPEN"},
+		{"breaker without probes", noProbes, nil, "PM_DB_BREAKER_PROBES"},
+		{"breaker flag", base(), []string{"-db-breaker-open=-1s"}, "PM_DB_BREAKER_OPEN"},
 		{"superuser role", superuser, nil, "PM_ALLOW_RLS_BYPASS"},
 		{"no token verification configured", noSecret, nil, "PM_JWT_SECRET"},
 		{"bad duration", badDuration, nil, "PM_REQUEST_TIMEOUT"},

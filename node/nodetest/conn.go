@@ -226,6 +226,32 @@ func (c *Conn) Request(m *pmv1.WebSocketMessage) (resp *pmv1.WebSocketMessage, o
 	}
 }
 
+// TryRequest is Request for any goroutine: it returns an error instead of
+// failing the test when no answer comes within timeout or the connection
+// closes.
+func (c *Conn) TryRequest(m *pmv1.WebSocketMessage, timeout time.Duration) (*pmv1.WebSocketMessage, error) {
+	if m.MessageId == "" {
+		m.MessageId = uuid.NewString()
+	}
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("nodetest: encode: %w", err)
+	}
+	if err := c.TrySendRaw(gws.OpcodeBinary, data); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := c.next(time.Until(deadline))
+		if err != nil {
+			return nil, fmt.Errorf("waiting for the answer to %s: %w", m.MessageId, err)
+		}
+		if got.MessageId == m.MessageId {
+			return got, nil
+		}
+	}
+}
+
 // WaitClosed waits for the node to close the connection and returns the
 // close code (0 when the connection ended without a close frame).
 func (c *Conn) WaitClosed(timeout time.Duration) uint16 {

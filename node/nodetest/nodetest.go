@@ -38,6 +38,10 @@ type Options struct {
 	Nodes int
 	// Configure, if set, adjusts each node's configuration before it starts.
 	Configure func(*node.Config)
+	// Store, if set, adjusts each node's store configuration before the
+	// store opens (e.g. its DatabaseURL, to reach the database through a
+	// repotest.Proxy, or the circuit breaker's settings).
+	Store func(*repo.Config)
 	// HeadCheckInterval is the hub's head check period. Default: disabled.
 	HeadCheckInterval time.Duration
 	// NoIdempotency runs the nodes without the Redis ledger.
@@ -152,7 +156,12 @@ func (c *Cluster) startNode(id string) *Node {
 	tb.Helper()
 	ctx := context.Background()
 	log := c.log.With("node", id)
-	store, err := repo.Open(ctx, repo.Config{DatabaseURL: c.DatabaseURL, Logger: log})
+	reg := prometheus.NewRegistry()
+	scfg := repo.Config{DatabaseURL: c.DatabaseURL, Logger: log, Registerer: reg}
+	if c.opts.Store != nil {
+		c.opts.Store(&scfg)
+	}
+	store, err := repo.Open(ctx, scfg)
 	if err != nil {
 		tb.Fatalf("nodetest: open store: %v", err)
 	}
@@ -162,7 +171,6 @@ func (c *Cluster) startNode(id string) *Node {
 	}
 	ropts.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(ropts)
-	reg := prometheus.NewRegistry()
 	hub, err := pubsub.NewHub(pubsub.HubConfig{
 		Redis: rdb, Prefix: c.Prefix, Heads: store, HeadCheckInterval: c.opts.HeadCheckInterval,
 		Logger: log, Registerer: reg,
@@ -269,6 +277,12 @@ func (n *Node) HTTPURL() string { return "http://" + n.addr }
 // Metric returns the sum of every series of a metric of the node (a counter
 // or gauge), 0 when it has none.
 func (n *Node) Metric(name string) float64 {
+	return n.MetricWith(name, nil)
+}
+
+// MetricWith returns the sum of the series of a metric of the node (a
+// counter or gauge) that carry all of labels, 0 when there are none.
+func (n *Node) MetricWith(name string, labels map[string]string) float64 {
 	families, err := n.Registry.Gather()
 	if err != nil {
 		return 0
@@ -278,7 +292,19 @@ func (n *Node) Metric(name string) float64 {
 		if f.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range f.GetMetric() {
+			for k, v := range labels {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == k && l.GetValue() == v {
+						found = true
+					}
+				}
+				if !found {
+					continue series
+				}
+			}
 			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}

@@ -1,6 +1,8 @@
 // Package repotest gives tests a private, migrated Postgres database reached
 // through a non-superuser application role, so that row-level security
-// applies and parallel test packages never share data.
+// applies and parallel test packages never share data; and a Proxy in front
+// of the server that can take the database away (stopped or hung) without
+// touching the shared server.
 //
 // It connects as an administrator through PM_TEST_ADMIN_DATABASE_URL
 // (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable) to

@@ -1,12 +1,15 @@
 package repotest_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -87,5 +90,51 @@ func TestUnreachableFails(t *testing.T) {
 	wg.Wait()
 	if !strings.Contains(r.msg, "make services") || !strings.Contains(r.msg, addr) {
 		t.Errorf("failure message %q does not say how to start Postgres", r.msg)
+	}
+}
+
+// The proxy forwards while up; down, it refuses new connections and resets
+// open ones, as a stopped server does; blackholed, it accepts and never
+// answers; up again, it forwards again.
+func TestProxy(t *testing.T) {
+	proxy, url := repotest.MustProxy(t, repotest.MustDatabaseURL(t))
+	connect := func(timeout time.Duration) (*pgx.Conn, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), timeout)
+		defer cancel()
+		return pgx.Connect(ctx, url)
+	}
+	conn, err := connect(5 * time.Second)
+	if err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.Ping(t.Context()); err != nil {
+		t.Fatalf("ping through the proxy: %v", err)
+	}
+
+	proxy.Down()
+	if err := conn.Ping(t.Context()); err == nil {
+		t.Fatal("a connection open when the proxy went down still answers")
+	}
+	start := time.Now()
+	if _, err := connect(5 * time.Second); err == nil {
+		t.Fatal("connected while the proxy is down")
+	} else if time.Since(start) > 4*time.Second {
+		t.Fatalf("connecting while down timed out (%v) instead of being refused", err)
+	}
+
+	proxy.Blackhole()
+	if _, err := connect(300 * time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("connecting to a blackhole: %v, want the deadline to pass", err)
+	}
+
+	proxy.Up()
+	again, err := connect(5 * time.Second)
+	if err != nil {
+		t.Fatalf("through the proxy, up again: %v", err)
+	}
+	defer again.Close(context.Background())
+	if err := again.Ping(t.Context()); err != nil {
+		t.Fatalf("ping through the proxy, up again: %v", err)
 	}
 }
