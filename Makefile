@@ -82,7 +82,12 @@ web-test: web-deps ## type-check and lint the board, then run its unit tests
 	cd web && npm run check
 	cd web && npm test
 
-lint: ## gofmt, go vet, staticcheck, buf lint
+lint: ## go.mod tidy, gofmt, go vet, staticcheck, buf lint
+	@# Both modules' go.mod and go.sum must be what go mod tidy makes: deploy/
+	@# requires pm through a replace, so a change of pm's requirements needs
+	@# 'cd deploy && go mod tidy' too.
+	$(GO) mod tidy -diff
+	cd deploy && $(GO) mod tidy -diff
 	@echo "gofmt -l"; out=$$(gofmt -l $(GOFILES)); \
 	if [ -n "$$out" ]; then printf 'not gofmt-ed (run gofmt -w):\n%s\n' "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)

@@ -262,6 +262,8 @@ func TestDashboardAndAlertsMatchTheNode(t *testing.T) {
 		"pm_pubsub_deliveries_total", "pm_event_publish_errors_total", "pm_slow_consumer_disconnects_total",
 		"pm_rate_limit_disconnects_total", "pm_idempotency_replayed_total", "pm_pubsub_reconnects_total",
 		"pm_pubsub_resync_notices_total", "process_resident_memory_bytes", "go_memstats_heap_inuse_bytes",
+		"pm_event_delivery_age_seconds_bucket", "pm_pubsub_publish_duration_seconds_bucket", "pm_tenant_rate_limited_total",
+		"pm_limit_fail_open_total", "pm_quota_connections", "pm_db_breaker_state", "pm_db_pool_acquired_conns",
 	} {
 		if !used[want] {
 			t.Errorf("the dashboard shows no %s", want)
@@ -285,7 +287,8 @@ func TestDashboardAndAlertsMatchTheNode(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"up", "kube_pod_status_ready", "pm_slow_consumer_disconnects_total", "pm_event_publish_errors_total", "pm_pubsub_resync_notices_total", "pm_request_duration_seconds_bucket"} {
+	for _, want := range []string{"up", "kube_pod_status_ready", "pm_slow_consumer_disconnects_total", "pm_event_publish_errors_total", "pm_pubsub_resync_notices_total", "pm_request_duration_seconds_bucket",
+		"pm_db_breaker_state", "pm_limit_fail_open_total", "pm_upgrades_total", "pm_event_delivery_age_seconds_bucket"} {
 		if !alerting[want] {
 			t.Errorf("no alert reads %s", want)
 		}

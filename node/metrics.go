@@ -70,6 +70,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pm_limit_fail_open_total", Help: "Connections or requests let through because a cluster-wide limit could not be checked (Redis out of reach), by limit (tenant_connections, tenant_requests).",
 		}, []string{"limit"}),
 	}
+	// Known label values are exported from the start, at 0, so that rate()
+	// and alerts see a limit's first fail-open too.
+	for _, limit := range []string{"tenant_connections", "tenant_requests"} {
+		m.failOpen.WithLabelValues(limit)
+	}
 	for _, c := range []prometheus.Collector{
 		m.tenantRateLimited, m.failOpen,
 		m.connections, m.upgrades, m.closes, m.requests, m.requestSeconds, m.invalidFrames,

@@ -434,6 +434,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pm_quota_errors_total", Help: "Redis calls of the cluster-wide limits that failed, by operation (admit, release, rate, heartbeat).",
 		}, []string{"op"}),
 	}
+	for _, op := range []string{"admit", "release", "rate", "heartbeat"} {
+		m.errors.WithLabelValues(op) // exported from the start, at 0
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.connections, m.tenants, m.resyncs, m.errors} {
 			if err := reg.Register(c); err != nil {

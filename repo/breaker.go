@@ -75,6 +75,15 @@ func newBreaker(failures int, open time.Duration, probes int) *breaker {
 			Help: "State changes of the database circuit breaker, by from and to state (closed, half_open, open).",
 		}, []string{"from", "to"}),
 	}
+	// Every transition the breaker can make is exported from the start, at
+	// 0: rate() and increase() over a series that appears at its first
+	// increment miss that increment, and alerts would stay silent.
+	for _, t := range [][2]gobreaker.State{
+		{gobreaker.StateClosed, gobreaker.StateOpen}, {gobreaker.StateOpen, gobreaker.StateHalfOpen},
+		{gobreaker.StateHalfOpen, gobreaker.StateClosed}, {gobreaker.StateHalfOpen, gobreaker.StateOpen},
+	} {
+		b.transitions.WithLabelValues(stateName(t[0]), stateName(t[1]))
+	}
 	if failures < 0 {
 		return b
 	}
