@@ -164,7 +164,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	integer(&c.SendQueueBytes, "send-queue-bytes", "PM_SEND_QUEUE_BYTES", 4<<20, "bytes queued for one client before it is dropped as a slow consumer (close 4000)")
 	float(&c.RatePerSecond, "rate-per-second", "PM_RATE_PER_SECOND", 50, "requests per second per connection (negative: unlimited)")
 	integer(&c.RateBurst, "rate-burst", "PM_RATE_BURST", 100, "request burst per connection")
-	integer(&c.MaxConns, "max-connections", "PM_MAX_CONNECTIONS", 0, "connections this node holds at most; beyond: HTTP 503 at the upgrade (0: unlimited)")
+	integer(&c.MaxConns, "max-connections", "PM_MAX_CONNECTIONS", defaultMaxConnections(openFileLimit()), "connections this node holds at most; beyond: HTTP 503 at the upgrade (0: unlimited; default: the open-file limit less a reserve for Postgres, Redis and probes)")
 	integer(&c.TenantMaxConns, "tenant-max-connections", "PM_TENANT_MAX_CONNECTIONS", 0, "connections one tenant holds at most across the cluster; beyond: HTTP 429 at the upgrade (0: unlimited)")
 	float(&c.ConnectRate, "connect-rate", "PM_CONNECT_RATE", 500, "upgrades per second this node accepts; beyond: HTTP 503 with Retry-After (negative: unlimited)")
 	integer(&c.ConnectBurst, "connect-burst", "PM_CONNECT_BURST", 0, "upgrade burst (0: the connect rate)")
@@ -224,6 +224,15 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		c.NodeID, _ = os.Hostname()
 	}
 	return c, nil
+}
+
+// defaultMaxConnections is PM_MAX_CONNECTIONS when it is not set: the
+// open-file limit less a reserve (a twentieth, at least 256) for the
+// database pool, Redis, the listeners and the probes, so that a full node
+// refuses upgrades with 503 rather than failing its own dials with EMFILE;
+// 0 (unlimited) when the limit is unknown or leaves no room.
+func defaultMaxConnections(fileLimit int) int {
+	return max(fileLimit-max(256, fileLimit/20), 0)
 }
 
 func newLogger(c config, w io.Writer) (*slog.Logger, error) {

@@ -375,3 +375,33 @@ func TestMigrateSubcommandRefuses(t *testing.T) {
 		})
 	}
 }
+
+// Unless set, a node's connection cap leaves room under the open-file limit
+// for its own connections to Postgres and Redis.
+func TestMaxConnectionsDefaultsBelowTheFileLimit(t *testing.T) {
+	limit := openFileLimit()
+	if limit == 0 {
+		t.Fatal("RLIMIT_NOFILE could not be read")
+	}
+	c, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConns <= 0 || c.MaxConns > limit-256 {
+		t.Errorf("default PM_MAX_CONNECTIONS = %d with an open-file limit of %d: want at most %d, more than 0", c.MaxConns, limit, limit-256)
+	}
+	set, err := parseConfig(nil, func(name string) string {
+		if name == "PM_MAX_CONNECTIONS" {
+			return "0"
+		}
+		return ""
+	}, io.Discard)
+	if err != nil || set.MaxConns != 0 {
+		t.Errorf("PM_MAX_CONNECTIONS=0: got %d, %v; want 0 (unlimited)", set.MaxConns, err)
+	}
+	for _, tc := range []struct{ limit, want int }{{0, 0}, {200, 0}, {1024, 768}, {20000, 19000}, {1 << 20, (1 << 20) - (1<<20)/20}} {
+		if got := defaultMaxConnections(tc.limit); got != tc.want {
+			t.Errorf("defaultMaxConnections(%d) = %d, want %d", tc.limit, got, tc.want)
+		}
+	}
+}
