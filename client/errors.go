@@ -49,6 +49,9 @@ type RefusedError struct {
 
 // Error implements the error interface.
 func (e *RefusedError) Error() string {
+	if e.RetryAfter <= 0 {
+		return fmt.Sprintf("client: the node refused the connection (HTTP %d)", e.Status)
+	}
 	return fmt.Sprintf("client: the node refused the connection (HTTP %d), retry after %v", e.Status, e.RetryAfter)
 }
 

@@ -197,3 +197,19 @@ func TestTokenExpiry(t *testing.T) {
 		}
 	}
 }
+
+// A refusal says when to come back only when the node said so (a load
+// balancer's own 503 carries no Retry-After).
+func TestRefusedErrorMessage(t *testing.T) {
+	for _, tc := range []struct {
+		err  RefusedError
+		want string
+	}{
+		{RefusedError{Status: 503}, "client: the node refused the connection (HTTP 503)"},
+		{RefusedError{Status: 429, RetryAfter: 12 * time.Second}, "client: the node refused the connection (HTTP 429), retry after 12s"},
+	} {
+		if got := tc.err.Error(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}
