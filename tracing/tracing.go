@@ -13,7 +13,10 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -142,4 +145,40 @@ func (h logHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h logHandler) WithGroup(name string) slog.Handler {
 	return logHandler{h.Handler.WithGroup(name)}
+}
+
+// errorLogEvery spaces the log lines of OpenTelemetry's own errors: an
+// unreachable collector fails every export, and the node keeps serving.
+const errorLogEvery = 30 * time.Second
+
+// ErrorHandler routes the OpenTelemetry SDK's errors (e.g. a collector out
+// of reach) into the node's structured log as warnings, at most one line
+// per 30 s with the count of the errors it held back, instead of the SDK's
+// default unstructured line on stderr per failure. Install it with
+// otel.SetErrorHandler.
+func ErrorHandler(log *slog.Logger) otel.ErrorHandler {
+	return &errorHandler{log: log, now: time.Now}
+}
+
+type errorHandler struct {
+	log *slog.Logger
+	now func() time.Time
+
+	mu      sync.Mutex
+	last    time.Time // of the last line logged
+	skipped int       // errors since then, not logged
+}
+
+func (h *errorHandler) Handle(err error) {
+	h.mu.Lock()
+	now := h.now()
+	if !h.last.IsZero() && now.Sub(h.last) < errorLogEvery {
+		h.skipped++
+		h.mu.Unlock()
+		return
+	}
+	skipped := h.skipped
+	h.last, h.skipped = now, 0
+	h.mu.Unlock()
+	h.log.Warn("tracing: OpenTelemetry error; the node serves on, spans may be lost", "err", err, "errors_not_logged", skipped)
 }

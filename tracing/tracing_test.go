@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -98,6 +100,40 @@ func TestLogHandler(t *testing.T) {
 		}
 		if _, ok := m["trace_id"]; ok {
 			t.Errorf("line %d has a trace_id: %s", i, l)
+		}
+	}
+}
+
+// OpenTelemetry's errors reach the node's log as warnings, one line per
+// interval, saying how many were held back.
+func TestErrorHandlerLogsAtIntervals(t *testing.T) {
+	var buf bytes.Buffer
+	h := ErrorHandler(slog.New(slog.NewJSONHandler(&buf, nil))).(*errorHandler)
+	now := time.Unix(1000, 0)
+	h.now = func() time.Time { return now }
+	export := errors.New(`traces export: dial tcp 127.0.0.1:4318: connect: connection refused`)
+	h.Handle(export)
+	for range 5 {
+		now = now.Add(time.Second)
+		h.Handle(export)
+	}
+	now = now.Add(errorLogEvery)
+	h.Handle(export)
+
+	var lines []map[string]any
+	for l := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("not a JSON log line: %q", l)
+		}
+		lines = append(lines, m)
+	}
+	if len(lines) != 2 {
+		t.Fatalf("%d lines for 7 errors within two intervals, want 2:\n%s", len(lines), buf.String())
+	}
+	for i, want := range []float64{0, 5} {
+		if lines[i]["level"] != "WARN" || lines[i]["err"] != export.Error() || lines[i]["errors_not_logged"] != want {
+			t.Errorf("line %d: %v; want WARN, the error, errors_not_logged=%v", i, lines[i], want)
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pmhq/pm/node"
@@ -340,6 +341,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if err != nil {
 			return err
 		}
+		otel.SetErrorHandler(tracing.ErrorHandler(log)) // export errors into the JSON log
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
 			defer cancel()
