@@ -33,7 +33,7 @@ func (c *Client) Do(ctx context.Context, m *pmv1.WebSocketMessage) (*pmv1.WebSoc
 		m.MessageId = newMessageID()
 	}
 	if m.Traceparent == "" && trace.SpanContextFromContext(ctx).IsValid() {
-		propagation.TraceContext{}.Inject(ctx, envelopeCarrier{m})
+		propagation.TraceContext{}.Inject(ctx, m.TraceCarrier())
 	}
 	if c.opts.RequestTimeout > 0 {
 		var cancel context.CancelFunc
@@ -402,27 +402,3 @@ func canonicalID(s string) string {
 	}
 	return s
 }
-
-// envelopeCarrier writes W3C trace context into a request's envelope.
-type envelopeCarrier struct{ m *pmv1.WebSocketMessage }
-
-func (c envelopeCarrier) Get(key string) string {
-	switch key {
-	case "traceparent":
-		return c.m.Traceparent
-	case "tracestate":
-		return c.m.Tracestate
-	}
-	return ""
-}
-
-func (c envelopeCarrier) Set(key, value string) {
-	switch key {
-	case "traceparent":
-		c.m.Traceparent = value
-	case "tracestate":
-		c.m.Tracestate = value
-	}
-}
-
-func (envelopeCarrier) Keys() []string { return []string{"traceparent", "tracestate"} }

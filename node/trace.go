@@ -27,29 +27,12 @@ var traceContext propagation.TraceContext
 // in it names a request's span.
 var payloadOneof = (&pmv1.WebSocketMessage{}).ProtoReflect().Descriptor().Oneofs().ByName("payload")
 
-// envelopeCarrier reads the W3C trace context fields of a request envelope.
-type envelopeCarrier struct{ m *pmv1.WebSocketMessage }
-
-func (c envelopeCarrier) Get(key string) string {
-	switch key {
-	case "traceparent":
-		return c.m.Traceparent
-	case "tracestate":
-		return c.m.Tracestate
-	}
-	return ""
-}
-
-func (envelopeCarrier) Set(string, string) {}
-
-func (envelopeCarrier) Keys() []string { return []string{"traceparent", "tracestate"} }
-
 // startRequestSpan starts the span of one request, named by its payload type
 // (e.g. "UpdateWorkItemRequest"): a child of the client's trace context if
 // the envelope carries one, else a new trace.
 func (c *session) startRequestSpan(ctx context.Context, req *pmv1.WebSocketMessage) (context.Context, trace.Span) {
 	if req.Traceparent != "" {
-		ctx = traceContext.Extract(ctx, envelopeCarrier{req})
+		ctx = traceContext.Extract(ctx, req.TraceCarrier())
 	}
 	name := "unknown"
 	fd := req.ProtoReflect().WhichOneof(payloadOneof)

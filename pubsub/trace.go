@@ -18,34 +18,10 @@ const tracerName = "github.com/pmhq/pm/pubsub"
 // and tracestate.
 var traceContext propagation.TraceContext
 
-// busCarrier reads and writes the W3C trace context fields of a bus event.
-type busCarrier struct{ ev *pmv1.BusEvent }
-
-func (c busCarrier) Get(key string) string {
-	switch key {
-	case "traceparent":
-		return c.ev.Traceparent
-	case "tracestate":
-		return c.ev.Tracestate
-	}
-	return ""
-}
-
-func (c busCarrier) Set(key, value string) {
-	switch key {
-	case "traceparent":
-		c.ev.Traceparent = value
-	case "tracestate":
-		c.ev.Tracestate = value
-	}
-}
-
-func (c busCarrier) Keys() []string { return []string{"traceparent", "tracestate"} }
-
 // injectTrace writes the trace context of ctx, if any, into ev.
 func injectTrace(ctx context.Context, ev *pmv1.BusEvent) {
 	if trace.SpanContextFromContext(ctx).IsValid() {
-		traceContext.Inject(ctx, busCarrier{ev})
+		traceContext.Inject(ctx, ev.TraceCarrier())
 	}
 }
 
@@ -59,7 +35,7 @@ func (h *Hub) fanOut(t *topic, ev *pmv1.BusEvent, frame []byte) {
 	t.observe(ev.Revision)
 	var span trace.Span
 	if ev.Traceparent != "" && h.tracer != nil {
-		ctx := traceContext.Extract(context.Background(), busCarrier{ev})
+		ctx := traceContext.Extract(context.Background(), ev.TraceCarrier())
 		_, span = h.tracer.Start(ctx, "fanout", trace.WithSpanKind(trace.SpanKindConsumer))
 	}
 	n := h.deliver(t, ev.Origin, frame)
