@@ -286,24 +286,33 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
 
+// configure reads the settings and makes the node's logger. After -h it
+// returns a nil config and no error: the usage is printed, nothing runs.
+func configure(args []string, getenv func(string) string, stderr io.Writer) (*config, *slog.Logger, error) {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &cfg, log.With("node", cfg.NodeID), nil
+}
+
 // migrateTimeout bounds applying the migrations, waiting for another
 // process's migration lock included.
 const migrateTimeout = 5 * time.Minute
 
 // migrate applies pending migrations and returns: `pm-node migrate`.
 func migrate(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := parseConfig(args, getenv, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+	cfg, log, err := configure(args, getenv, stderr)
+	if cfg == nil {
+		return err // nil after -h
 	}
-	log, err := newLogger(cfg, stderr)
-	if err != nil {
-		return err
-	}
-	log = log.With("node", cfg.NodeID)
 	mctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
 	if err := repo.Migrate(mctx, cfg.DatabaseURL, log); err != nil {
@@ -320,18 +329,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if len(args) > 0 && args[0] == "migrate" {
 		return migrate(ctx, args[1:], getenv, stderr)
 	}
-	cfg, err := parseConfig(args, getenv, stderr)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+	cfg, log, err := configure(args, getenv, stderr)
+	if cfg == nil {
+		return err // nil after -h
 	}
-	log, err := newLogger(cfg, stderr)
-	if err != nil {
-		return err
-	}
-	log = log.With("node", cfg.NodeID)
 
 	// Tracing is off unless an OTLP endpoint is set: node and pubsub then
 	// get no provider and use the no-op one.
@@ -386,7 +387,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer store.Close()
 
 	redis.SetLogger(redisLogger{log}) // go-redis has one process-wide logger
-	rdb, err := newRedis(cfg)
+	rdb, err := newRedis(*cfg)
 	if err != nil {
 		return err
 	}
@@ -495,8 +496,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		clientLn.Close()
 		return err
 	}
-	clientHTTP := newHTTPServer(srv.Handler(), cfg)
-	adminHTTP := newHTTPServer(srv.AdminHandler(), cfg)
+	clientHTTP := newHTTPServer(srv.Handler(), *cfg)
+	adminHTTP := newHTTPServer(srv.AdminHandler(), *cfg)
 	errc := make(chan error, 2)
 	go func() { errc <- clientHTTP.Serve(clientLn) }()
 	go func() { errc <- adminHTTP.Serve(adminLn) }()
