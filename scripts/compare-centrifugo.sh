@@ -11,7 +11,9 @@
 #                client publish allowed in namespace loadgen
 #   pm           2 nodes through scripts/run.sh with their own database, Redis
 #                prefix, ports and PM_RUN_DIR (a `make run` cluster is left
-#                alone), PM_RATE_PER_SECOND=-1 so closed loops are not limited
+#                alone), PM_RATE_PER_SECOND=-1 so closed loops are not limited,
+#                PM_CONNECT_RATE=-1 so S5/S6 open their 5,000 connections as
+#                fast as on Centrifugo (which has no upgrade rate limit)
 #   pm-loadgen   built into the temporary folder; subscribers connect to the
 #                nodes directly, round-robin over the two, for both targets
 #
@@ -278,7 +280,7 @@ start_pm() {
 	pm_started=true
 	if ! env NODES="$NODES" PM_RUN_DIR="$PM_RUN_DIR_OURS" PM_DB_NAME="$DB_NAME" PM_REDIS_PREFIX="$PM_PREFIX" \
 		PM_NODE_BASE_PORT="$PM_NODE_BASE" PM_ADMIN_BASE_PORT="$PM_ADMIN_BASE" \
-		PM_LB_ADDR="$PM_LB" PM_LB_STATS_ADDR="$PM_LB_STATS" PM_JWT_SECRET="$PM_SECRET" PM_RATE_PER_SECOND=-1 \
+		PM_LB_ADDR="$PM_LB" PM_LB_STATS_ADDR="$PM_LB_STATS" PM_JWT_SECRET="$PM_SECRET" PM_RATE_PER_SECOND=-1 PM_CONNECT_RATE=-1 \
 		scripts/run.sh >>"$OUT/pm-cluster.log" 2>&1; then
 		tail -n 30 "$OUT/pm-cluster.log" >&2
 		die "scripts/run.sh failed"
