@@ -283,11 +283,8 @@ func (c *Client) reconnect(lost *conn, code uint16, reason string) (*conn, error
 		// a new token is the exception. After a refusal for a limit, the
 		// wait is at least the node's Retry-After, plus up to half of it
 		// again at random, so refused clients do not come back together.
-		delay := c.opts.Reconnect.Delay(attempt)
-		if notBefore > 0 {
-			delay = max(delay, notBefore+rand.N(notBefore/2+1))
-			notBefore = 0
-		}
+		delay := retryDelay(c.opts.Reconnect.Delay(attempt), notBefore)
+		notBefore = 0
 		if (attempt > 0 || !permanent(code)) && !c.sleep(delay) {
 			return nil, nil
 		}
@@ -322,6 +319,16 @@ func (c *Client) reconnect(lost *conn, code uint16, reason string) (*conn, error
 		}
 		c.log.Info("pm: reconnect failed", "url", redactURL(c.addrs[idx]), "attempt", attempt+1, "err", err)
 	}
+}
+
+// retryDelay is the wait before a reconnect attempt: the backoff's, or
+// after a refused upgrade at least the node's Retry-After plus up to half of
+// it again at random, whichever is longer.
+func retryDelay(backoff, retryAfter time.Duration) time.Duration {
+	if retryAfter <= 0 {
+		return backoff
+	}
+	return max(backoff, retryAfter+rand.N(retryAfter/2+1))
 }
 
 // sleep waits d, or returns false when the client stops first.

@@ -213,3 +213,26 @@ func TestRefusedErrorMessage(t *testing.T) {
 		}
 	}
 }
+
+// After a refused upgrade the client waits at least the node's Retry-After
+// and at most half as long again, spread at random; the backoff wins when
+// it is longer, and without a Retry-After it is the backoff alone.
+func TestRetryDelayHonoursRetryAfter(t *testing.T) {
+	if d := retryDelay(300*time.Millisecond, 0); d != 300*time.Millisecond {
+		t.Errorf("no Retry-After: %v, want the backoff 300ms", d)
+	}
+	if d := retryDelay(20*time.Second, 2*time.Second); d != 20*time.Second {
+		t.Errorf("backoff 20s, Retry-After 2s: %v, want 20s", d)
+	}
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := retryDelay(100*time.Millisecond, 10*time.Second)
+		if d < 10*time.Second || d > 15*time.Second {
+			t.Fatalf("Retry-After 10s: waited %v, want 10s to 15s", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 2 {
+		t.Errorf("200 waits after Retry-After 10s were all the same: refused clients would come back together")
+	}
+}
